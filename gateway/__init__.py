@@ -1,0 +1,1 @@
+"""Streamable HTTP gateway with OIDC auth in front of any stdio MCP server."""

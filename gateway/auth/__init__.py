@@ -1,0 +1,1 @@
+"""OIDC bearer-token authentication for the gateway."""

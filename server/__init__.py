@@ -1,0 +1,1 @@
+"""The CloudNativePG MCP server (stdio only)."""

@@ -1,0 +1,1 @@
+"""Tools of the CNPG MCP server, one module per resource."""
