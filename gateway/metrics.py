@@ -1,0 +1,89 @@
+"""Every Prometheus metric the gateway exports, in one registry.
+
+Label values come from closed sets (reasons, outcomes, known MCP methods, tool names the upstream listed) so a
+client cannot grow the series count; no label ever carries a subject, a session id or a token.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_VERIFY_BUCKETS = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01)
+
+# Sessions and upstream processes.
+SESSIONS_ACTIVE = Gauge("mcp_gateway_sessions_active", "MCP sessions currently open.", registry=REGISTRY)
+SESSIONS_OPENED = Counter("mcp_gateway_sessions_opened_total", "MCP sessions opened.", registry=REGISTRY)
+SESSIONS_CLOSED = Counter(
+    "mcp_gateway_sessions_closed_total",
+    "MCP sessions closed, by reason (client_delete, idle_timeout, upstream_exit, shutdown, error).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SESSIONS_REJECTED = Counter(
+    "mcp_gateway_sessions_rejected_total", "Session creations refused, by reason.", ["reason"], registry=REGISTRY
+)
+REQUESTS = Counter(
+    "mcp_gateway_requests_total",
+    "HTTP requests on the MCP endpoint, by MCP method and HTTP status.",
+    ["mcp_method", "status"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "mcp_gateway_request_duration_seconds",
+    "Time to answer an MCP HTTP request (to the first byte for streams), by MCP method.",
+    ["mcp_method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_SPAWN_DURATION = Histogram(
+    "mcp_gateway_upstream_spawn_duration_seconds",
+    "Time to start an upstream process or connect its socket.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_EXITS = Counter(
+    "mcp_gateway_upstream_exits_total",
+    "Upstream processes or connections that ended, by reason (closed, exit_zero, exit_nonzero, signal, killed).",
+    ["reason"],
+    registry=REGISTRY,
+)
+WARM_POOL_SIZE = Gauge("mcp_gateway_warm_pool_size", "Pre-started upstream processes waiting.", registry=REGISTRY)
+
+# Tool calls (counted whether or not auth is on).
+TOOL_CALLS = Counter(
+    "mcp_gateway_tool_calls_total",
+    "tools/call requests, by tool and outcome (success, error, denied, failed).",
+    ["tool", "outcome"],
+    registry=REGISTRY,
+)
+
+# Authentication and authorization.
+AUTH_RESULTS = Counter(
+    "mcp_gateway_auth_results_total",
+    "Authentication results: result is success or failure, reason is ok or a closed failure reason.",
+    ["result", "reason"],
+    registry=REGISTRY,
+)
+AUTHZ_DENIALS = Counter(
+    "mcp_gateway_authz_denials_total", "tools/call refused for missing scope, by tool.", ["tool"], registry=REGISTRY
+)
+JWKS_FETCHES = Counter(
+    "mcp_gateway_jwks_fetches_total",
+    "JWKS and discovery fetches, by outcome (success, not_modified, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+JWKS_KEYS_LOADED = Gauge("mcp_gateway_jwks_keys_loaded", "Signing keys currently usable.", registry=REGISTRY)
+AUTH_VERIFY_DURATION = Histogram(
+    "mcp_gateway_auth_verify_duration_seconds",
+    "Token verification time, by whether the verified-token cache answered.",
+    ["cached"],
+    buckets=_VERIFY_BUCKETS,
+    registry=REGISTRY,
+)
+
+OTHER = "other"
+"""Label value for anything outside a closed set."""
