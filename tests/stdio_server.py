@@ -1,0 +1,498 @@
+"""A stdio MCP server that exercises every feature the gateway must carry.
+
+Run it as ``python -m tests.stdio_server``: it speaks newline-delimited JSON-RPC on stdin/stdout, like any
+upstream the gateway spawns. It implements the fixtures the MCP conformance suite's server scenarios ask for
+(tool, resource and prompt names and payloads are fixed by that suite) plus a few tools for the project's
+own tests: a fast ``echo`` for benchmarks, ``slow`` for drain and timeout tests, ``crash`` for fault tests,
+``whoami`` to tell sessions apart by process, ``change_lists`` for list_changed notifications and
+``touch_resource`` for resource subscriptions.
+
+One process serves exactly one MCP session, so the module-level ``State`` is the session's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+
+# Logging, sampling and subscriptions are deprecated only in the 2026 protocol era; the handshake era
+# the gateway speaks still has them, so the warnings are noise on stderr.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+# A 1x1 red PNG and a tiny silent WAV: the smallest valid payloads of each kind.
+RED_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+SILENT_WAV = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQIAAAAAAA=="
+
+LOG_LEVELS: tuple[types.LoggingLevel, ...] = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+
+NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclass
+class State:
+    """What one session has changed: its log threshold, subscriptions and whether the extras are listed."""
+
+    log_level: types.LoggingLevel = "info"
+    subscriptions: set[str] = field(default_factory=set)
+    extras: bool = False
+
+
+STATE = State()
+
+
+def text(value: str) -> types.TextContent:
+    return types.TextContent(type="text", text=value)
+
+
+def tool(name: str, description: str, schema: dict[str, Any] | None = None) -> types.Tool:
+    return types.Tool(name=name, description=description, input_schema=schema or NO_ARGS)
+
+
+def string_args(*names: str, required: bool = True) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: {"type": "string"} for name in names},
+        "required": list(names) if required else [],
+    }
+
+
+TOOLS: list[types.Tool] = [
+    tool("test_simple_text", "Returns a simple text response"),
+    tool("test_image_content", "Returns a PNG image"),
+    tool("test_audio_content", "Returns a WAV audio clip"),
+    tool("test_embedded_resource", "Returns an embedded text resource"),
+    tool("test_multiple_content_types", "Returns text, image and an embedded resource"),
+    tool("test_tool_with_logging", "Sends three info log notifications while running"),
+    tool("test_error_handling", "Always fails with an isError result"),
+    tool("test_tool_with_progress", "Reports progress 0, 50 and 100 of 100"),
+    tool("test_sampling", "Asks the client's LLM to answer a prompt", string_args("prompt")),
+    tool("test_elicitation", "Asks the user for a username and email", string_args("message")),
+    tool("test_elicitation_sep1034_defaults", "Elicits a form whose fields all carry defaults"),
+    tool("test_elicitation_sep1330_enums", "Elicits a form with every enum variant"),
+    tool(
+        "json_schema_2020_12_tool",
+        "Tool with JSON Schema 2020-12 features",
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "type": "object",
+                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                }
+            },
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": False,
+        },
+    ),
+    tool("test_reconnection", "Answers after a pause long enough for the HTTP side to poll"),
+    tool("echo", "Returns its text argument unchanged", string_args("text")),
+    tool(
+        "slow",
+        "Sleeps for ms milliseconds, then answers",
+        {"type": "object", "properties": {"ms": {"type": "integer", "minimum": 0}}, "required": ["ms"]},
+    ),
+    tool(
+        "crash",
+        "Exits the server process immediately with the given code (default 3)",
+        {"type": "object", "properties": {"code": {"type": "integer"}}},
+    ),
+    tool("whoami", "Returns this server process's pid"),
+    tool("change_lists", "Adds the extra tool, resource and prompt, then announces all three lists changed"),
+    tool("touch_resource", "Sends resources/updated for a uri if the session subscribed to it", string_args("uri")),
+]
+EXTRA_TOOL = tool("extra_tool", "Only listed after change_lists")
+
+STATIC_TEXT = "This is the content of the static text resource."
+RESOURCES: list[types.Resource] = [
+    types.Resource(
+        uri="test://static-text", name="static-text", description="A static text resource", mime_type="text/plain"
+    ),
+    types.Resource(
+        uri="test://static-binary", name="static-binary", description="A static PNG resource", mime_type="image/png"
+    ),
+    types.Resource(
+        uri="test://watched-resource",
+        name="watched-resource",
+        description="A resource clients can subscribe to",
+        mime_type="text/plain",
+    ),
+]
+EXTRA_RESOURCE = types.Resource(
+    uri="test://extra", name="extra", description="Only listed after change_lists", mime_type="text/plain"
+)
+TEMPLATES = [
+    types.ResourceTemplate(
+        uri_template="test://template/{id}/data",
+        name="template-data",
+        description="JSON data for an id",
+        mime_type="application/json",
+    )
+]
+
+PROMPTS: list[types.Prompt] = [
+    types.Prompt(name="test_simple_prompt", description="A prompt without arguments"),
+    types.Prompt(
+        name="test_prompt_with_arguments",
+        description="A prompt with two required arguments",
+        arguments=[
+            types.PromptArgument(name="arg1", description="First test argument", required=True),
+            types.PromptArgument(name="arg2", description="Second test argument", required=True),
+        ],
+    ),
+    types.Prompt(
+        name="test_prompt_with_embedded_resource",
+        description="A prompt that embeds a resource",
+        arguments=[types.PromptArgument(name="resourceUri", description="URI to embed", required=True)],
+    ),
+    types.Prompt(name="test_prompt_with_image", description="A prompt with an image"),
+]
+EXTRA_PROMPT = types.Prompt(name="extra_prompt", description="Only listed after change_lists")
+
+COMPLETIONS = {"arg1": ["paris", "park", "party"], "arg2": ["world", "wombat"]}
+
+
+async def log(ctx: ServerRequestContext[Any], level: types.LoggingLevel, message: str) -> None:
+    """Send a log notification tied to the current request, honouring the session's logging/setLevel."""
+    if LOG_LEVELS.index(level) < LOG_LEVELS.index(STATE.log_level):
+        return
+    await ctx.session.send_log_message(level, message, logger="stdio_server", related_request_id=ctx.request_id)
+
+
+async def elicit(ctx: ServerRequestContext[Any], message: str, schema: dict[str, Any]) -> types.CallToolResult:
+    if not ctx.session.check_client_capability(types.ClientCapabilities(elicitation=types.ElicitationCapability())):
+        return error_result("The client does not support elicitation")
+    answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+    return types.CallToolResult(
+        content=[text(f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}")]
+    )
+
+
+def error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[text(message)], is_error=True)
+
+
+async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    args = params.arguments or {}
+    name = params.name
+    if name == "test_simple_text":
+        return types.CallToolResult(content=[text("This is a simple text response for testing.")])
+    if name == "test_image_content":
+        return types.CallToolResult(
+            content=[types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png")]
+        )
+    if name == "test_audio_content":
+        return types.CallToolResult(content=[types.AudioContent(type="audio", data=SILENT_WAV, mime_type="audio/wav")])
+    if name == "test_embedded_resource":
+        resource = types.TextResourceContents(
+            uri="test://embedded-resource", mime_type="text/plain", text="This is an embedded resource content."
+        )
+        return types.CallToolResult(content=[types.EmbeddedResource(type="resource", resource=resource)])
+    if name == "test_multiple_content_types":
+        resource = types.TextResourceContents(
+            uri="test://mixed-content-resource",
+            mime_type="application/json",
+            text=json.dumps({"test": "data", "value": 123}),
+        )
+        return types.CallToolResult(
+            content=[
+                text("Multiple content types test:"),
+                types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png"),
+                types.EmbeddedResource(type="resource", resource=resource),
+            ]
+        )
+    if name == "test_tool_with_logging":
+        await log(ctx, "info", "Tool execution started")
+        await anyio.sleep(0.05)
+        await log(ctx, "info", "Tool processing data")
+        await anyio.sleep(0.05)
+        await log(ctx, "info", "Tool execution completed")
+        return types.CallToolResult(content=[text("Tool with logging executed successfully")])
+    if name == "test_error_handling":
+        return error_result("This tool intentionally returns an error for testing")
+    if name == "test_tool_with_progress":
+        for step, progress in enumerate((0, 50, 100)):
+            if step:
+                await anyio.sleep(0.05)
+            # A no-op when the request carried no progressToken.
+            await ctx.session.report_progress(progress, 100, f"step {step + 1} of 3")
+        return types.CallToolResult(content=[text("Tool with progress executed successfully")])
+    if name == "test_sampling":
+        if not ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
+            return error_result("The client does not support sampling")
+        reply = await ctx.session.create_message(
+            [types.SamplingMessage(role="user", content=text(str(args.get("prompt", ""))))],
+            max_tokens=100,
+            related_request_id=ctx.request_id,
+        )
+        answer = reply.content.text if isinstance(reply.content, types.TextContent) else reply.content.type
+        return types.CallToolResult(content=[text(f"LLM response: {answer}")])
+    if name == "test_elicitation":
+        return await elicit(
+            ctx,
+            str(args.get("message", "")),
+            {
+                "type": "object",
+                "properties": {
+                    "username": {"type": "string", "description": "User's response"},
+                    "email": {"type": "string", "description": "User's email address"},
+                },
+                "required": ["username", "email"],
+            },
+        )
+    if name == "test_elicitation_sep1034_defaults":
+        return await elicit(
+            ctx,
+            "Please review the defaults",
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                    "age": {"type": "integer", "description": "User age", "default": 30},
+                    "score": {"type": "number", "description": "User score", "default": 95.5},
+                    "status": {
+                        "type": "string",
+                        "description": "User status",
+                        "enum": ["active", "inactive", "pending"],
+                        "default": "active",
+                    },
+                    "verified": {"type": "boolean", "description": "Verification status", "default": True},
+                },
+                "required": [],
+            },
+        )
+    if name == "test_elicitation_sep1330_enums":
+        return await elicit(
+            ctx,
+            "Please pick options",
+            {
+                "type": "object",
+                "properties": {
+                    "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                    "titledSingle": {
+                        "type": "string",
+                        "oneOf": [
+                            {"const": "value1", "title": "First Option"},
+                            {"const": "value2", "title": "Second Option"},
+                            {"const": "value3", "title": "Third Option"},
+                        ],
+                    },
+                    "legacyEnum": {
+                        "type": "string",
+                        "enum": ["opt1", "opt2", "opt3"],
+                        "enumNames": ["Option One", "Option Two", "Option Three"],
+                    },
+                    "untitledMulti": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                    },
+                    "titledMulti": {
+                        "type": "array",
+                        "items": {
+                            "anyOf": [
+                                {"const": "value1", "title": "First Choice"},
+                                {"const": "value2", "title": "Second Choice"},
+                                {"const": "value3", "title": "Third Choice"},
+                            ]
+                        },
+                    },
+                },
+                "required": [],
+            },
+        )
+    if name == "json_schema_2020_12_tool":
+        return types.CallToolResult(content=[text(f"Received: {json.dumps(args, sort_keys=True)}")])
+    if name == "test_reconnection":
+        # A stdio server cannot close the client's HTTP stream itself; answering after a pause gives a
+        # gateway that polls (closes POST streams early) the window to do so.
+        await anyio.sleep(0.5)
+        return types.CallToolResult(content=[text("Reconnection test completed successfully")])
+    if name == "echo":
+        return types.CallToolResult(content=[text(str(args.get("text", "")))])
+    if name == "slow":
+        ms = args.get("ms", 0)
+        if not isinstance(ms, int) or ms < 0:
+            return error_result("ms must be a non-negative integer")
+        await anyio.sleep(ms / 1000)
+        return types.CallToolResult(content=[text(f"slept {ms} ms")])
+    if name == "crash":
+        code = args.get("code", 3)
+        sys.stderr.write(f"stdio_server: crashing on request with exit code {code}\n")
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 3)
+    if name == "whoami":
+        return types.CallToolResult(content=[text(str(os.getpid()))])
+    if name == "change_lists":
+        STATE.extras = True
+        await ctx.session.send_tool_list_changed()
+        await ctx.session.send_resource_list_changed()
+        await ctx.session.send_prompt_list_changed()
+        return types.CallToolResult(content=[text("tools, resources and prompts changed")])
+    if name == "touch_resource":
+        uri = str(args.get("uri", ""))
+        if uri not in STATE.subscriptions:
+            return types.CallToolResult(content=[text(f"not subscribed: {uri}")])
+        await ctx.session.send_resource_updated(uri)
+        return types.CallToolResult(content=[text(f"updated: {uri}")])
+    if name == "extra_tool" and STATE.extras:
+        return types.CallToolResult(content=[text("extra tool called")])
+    raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
+
+
+async def list_tools(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=[*TOOLS, EXTRA_TOOL] if STATE.extras else TOOLS)
+
+
+async def list_resources(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListResourcesResult:
+    return types.ListResourcesResult(resources=[*RESOURCES, EXTRA_RESOURCE] if STATE.extras else RESOURCES)
+
+
+async def list_resource_templates(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListResourceTemplatesResult:
+    return types.ListResourceTemplatesResult(resource_templates=TEMPLATES)
+
+
+async def read_resource(
+    ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    uri = str(params.uri)
+    contents: types.TextResourceContents | types.BlobResourceContents
+    if uri == "test://static-text":
+        contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=STATIC_TEXT)
+    elif uri == "test://static-binary":
+        contents = types.BlobResourceContents(uri=uri, mime_type="image/png", blob=RED_PIXEL_PNG)
+    elif uri == "test://watched-resource":
+        contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text="Watched resource content.")
+    elif uri == "test://extra" and STATE.extras:
+        contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text="Extra resource content.")
+    elif uri.startswith("test://template/") and uri.endswith("/data") and len(uri) > len("test://template//data"):
+        item = uri[len("test://template/") : -len("/data")]
+        body = {"id": item, "templateTest": True, "data": f"Data for ID: {item}"}
+        contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=json.dumps(body))
+    else:
+        # -32002 is the spec's "resource not found" code.
+        raise MCPError(-32002, f"Resource not found: {uri}", {"uri": uri})
+    return types.ReadResourceResult(contents=[contents])
+
+
+async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+    STATE.subscriptions.add(str(params.uri))
+    return types.EmptyResult()
+
+
+async def unsubscribe(ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    STATE.subscriptions.discard(str(params.uri))
+    return types.EmptyResult()
+
+
+async def list_prompts(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListPromptsResult:
+    return types.ListPromptsResult(prompts=[*PROMPTS, EXTRA_PROMPT] if STATE.extras else PROMPTS)
+
+
+async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    args = params.arguments or {}
+    if params.name == "test_simple_prompt":
+        messages = [types.PromptMessage(role="user", content=text("This is a simple prompt for testing."))]
+    elif params.name == "test_prompt_with_arguments":
+        missing = [name for name in ("arg1", "arg2") if name not in args]
+        if missing:
+            raise MCPError(types.INVALID_PARAMS, f"Missing required arguments: {', '.join(missing)}")
+        body = f"Prompt with arguments: arg1='{args['arg1']}', arg2='{args['arg2']}'"
+        messages = [types.PromptMessage(role="user", content=text(body))]
+    elif params.name == "test_prompt_with_embedded_resource":
+        if "resourceUri" not in args:
+            raise MCPError(types.INVALID_PARAMS, "Missing required argument: resourceUri")
+        resource = types.TextResourceContents(
+            uri=args["resourceUri"], mime_type="text/plain", text="Embedded resource content for testing."
+        )
+        messages = [
+            types.PromptMessage(role="user", content=types.EmbeddedResource(type="resource", resource=resource)),
+            types.PromptMessage(role="user", content=text("Please process the embedded resource above.")),
+        ]
+    elif params.name == "test_prompt_with_image":
+        messages = [
+            types.PromptMessage(
+                role="user", content=types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png")
+            ),
+            types.PromptMessage(role="user", content=text("Please analyze the image above.")),
+        ]
+    elif params.name == "extra_prompt" and STATE.extras:
+        messages = [types.PromptMessage(role="user", content=text("The extra prompt."))]
+    else:
+        raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+    return types.GetPromptResult(messages=messages)
+
+
+async def complete(ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> types.CompleteResult:
+    values: list[str] = []
+    if isinstance(params.ref, types.PromptReference) and params.ref.name == "test_prompt_with_arguments":
+        prefix = params.argument.value
+        values = [value for value in COMPLETIONS.get(params.argument.name, []) if value.startswith(prefix)]
+    return types.CompleteResult(completion=types.Completion(values=values, total=len(values), has_more=False))
+
+
+async def set_logging_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
+    STATE.log_level = params.level
+    return types.EmptyResult()
+
+
+def build_server() -> Server[Any]:
+    return Server(
+        "cnpg-mcp-test-server",
+        version="1.0.0",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
+        on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
+        on_set_logging_level=set_logging_level,
+    )
+
+
+async def serve() -> None:
+    server = build_server()
+    options = server.create_initialization_options(
+        NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+    )
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, options)
+
+
+def main() -> None:
+    anyio.run(serve)
+
+
+if __name__ == "__main__":
+    main()
