@@ -1,0 +1,181 @@
+"""The OIDC `Authenticator`: bearer extraction, verification, scope checks, challenges, metrics and logs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any
+
+import jwt
+import structlog
+from aiohttp import web
+
+from gateway.auth.challenge import bearer_challenge
+from gateway.auth.config import AuthConfig
+from gateway.auth.jwks import KeySource
+from gateway.auth.metadata import base_url, metadata_routes, resource_metadata_url
+from gateway.auth.verify import AuthError, TokenVerifier
+from gateway.metrics import AUTH_RESULTS, AUTH_VERIFY_DURATION, AUTHZ_DENIALS, OTHER
+from gateway.security import AuthRejection, Principal
+
+log = structlog.get_logger("gateway.auth")
+
+_MAX_KNOWN_TOOLS = 512
+_LOG_FIELD_CHARS = 200
+
+# The origin of the request being served, for challenges raised outside authenticate() when PUBLIC_URL is unset.
+_request_base: ContextVar[str] = ContextVar("auth_request_base", default="")
+
+
+class OidcAuthenticator:
+    """Implements `gateway.security.Authenticator` for JWT access tokens from one OIDC issuer."""
+
+    def __init__(self, cfg: AuthConfig) -> None:
+        self.cfg = cfg
+        self.keys = KeySource(cfg)
+        self.verifier = TokenVerifier(cfg, self.keys)
+        self._required_scope = " ".join(sorted(cfg.required_scopes))
+        # Tool names the upstream listed: the only values AUTHZ_DENIALS may carry as its tool label.
+        self._known_tools: set[str] = set()
+
+    async def start(self) -> None:
+        await self.keys.start()
+
+    async def close(self) -> None:
+        await self.keys.close()
+
+    def is_ready(self) -> bool:
+        return self.keys.is_ready()
+
+    def routes(self) -> list[web.RouteDef]:
+        return metadata_routes(self.cfg, self.keys)
+
+    # Authentication --------------------------------------------------------------------------------------------
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        base = base_url(self.cfg, request)
+        _request_base.set(base)
+        started = time.perf_counter()
+        token: str | None = None
+        try:
+            token = self._extract(request)
+            principal = self.verifier.cached(token)
+            cached = principal is not None
+            if principal is None:
+                principal = await self.verifier.verify(token)
+            AUTH_VERIFY_DURATION.labels(cached="true" if cached else "false").observe(time.perf_counter() - started)
+            missing = self.cfg.required_scopes - principal.scopes
+            if missing:
+                raise AuthError("insufficient_scope", f"Token lacks required scope: {' '.join(sorted(missing))}")
+        except AuthError as err:
+            AUTH_RESULTS.labels(result="failure", reason=err.reason).inc()
+            self._log_failure(request, err, token)
+            raise self._rejection(err, base, self._required_scope) from None
+        AUTH_RESULTS.labels(result="success", reason="ok").inc()
+        return principal
+
+    def _extract(self, request: web.Request) -> str:
+        if "access_token" in request.query:
+            # RFC 6750 section 2.3 URIs end up in logs and caches; the gateway accepts the header method only.
+            raise AuthError("malformed", "Access tokens in the query string are not accepted")
+        values = request.headers.getall("Authorization", [])
+        if not values:
+            raise AuthError("missing_header", "Missing Authorization header")
+        if len(values) > 1:
+            raise AuthError("malformed", "More than one Authorization header")
+        value = values[0]
+        if len(value) > self.cfg.max_token_bytes + 16:
+            raise AuthError("token_too_large", f"Token exceeds {self.cfg.max_token_bytes} bytes")
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthError("malformed", "Authorization scheme must be Bearer")
+        token = token.strip()
+        if not token:
+            raise AuthError("malformed", "Bearer token is empty")
+        return token
+
+    def _rejection(self, err: AuthError, base: str, scope: str) -> AuthRejection:
+        metadata = resource_metadata_url(base)
+        if err.reason == "insufficient_scope":
+            status, error = 403, "insufficient_scope"
+        elif err.reason == "jwks_unavailable":
+            status, error = 503, "temporarily_unavailable"
+        else:
+            status, error = 401, "invalid_token"
+        if err.reason == "missing_header":
+            challenge = bearer_challenge(resource_metadata=metadata, scope=scope or None)
+        else:
+            challenge = bearer_challenge(
+                resource_metadata=metadata, error=error, description=err.description, scope=scope or None
+            )
+        headers = {"WWW-Authenticate": challenge}
+        if status == 503:
+            headers["Retry-After"] = "5"
+        return AuthRejection(status, err.reason, err.description, headers)
+
+    def _log_failure(self, request: web.Request, err: AuthError, token: str | None) -> None:
+        fields: dict[str, Any] = {"reason": err.reason, "client": request.remote}
+        if token is not None and err.reason not in ("token_too_large",):
+            # Only header and claim names that help an operator; never the token or its signature.
+            try:
+                header = jwt.get_unverified_header(token)
+                fields["alg"] = _short(header.get("alg"))
+                fields["kid"] = _short(header.get("kid"))
+                claims = jwt.decode(token, options={"verify_signature": False})
+                fields["iss"] = _short(claims.get("iss"))
+                fields["aud"] = _short(claims.get("aud"))
+            except (jwt.PyJWTError, ValueError, TypeError):
+                pass
+        log.warning("Authentication failed", detail=err.description, **fields)
+
+    # Authorization ---------------------------------------------------------------------------------------------
+
+    def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
+        if message.get("method") != "tools/call":
+            return
+        params = message.get("params")
+        name = params.get("name") if isinstance(params, Mapping) else None
+        tool = name if isinstance(name, str) else ""
+        needed = self.cfg.scopes_for_tool(tool)
+        missing = needed - principal.scopes
+        if not missing:
+            return
+        label = tool if tool in self._known_tools else OTHER
+        AUTHZ_DENIALS.labels(tool=label).inc()
+        AUTH_RESULTS.labels(result="failure", reason="insufficient_scope").inc()
+        description = f"Tool {tool[:_LOG_FIELD_CHARS]} requires scope: {' '.join(sorted(missing))}"
+        log.warning(
+            "Tool call denied", tool=tool[:_LOG_FIELD_CHARS], subject=principal.subject, missing=sorted(missing)
+        )
+        # Step-up: name everything the client should ask for next time (RFC 6750 section 3.1, MCP scope challenge).
+        scope = " ".join(sorted(principal.scopes | needed | self.cfg.required_scopes))
+        raise self._rejection(AuthError("insufficient_scope", description), self._base(), scope)
+
+    def filter_result(self, principal: Principal, method: str, message: dict[str, Any]) -> dict[str, Any]:
+        if method != "tools/list":
+            return message
+        result = message.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return message
+        kept: list[Any] = []
+        for tool in result["tools"]:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            if not isinstance(name, str):
+                continue
+            if len(self._known_tools) < _MAX_KNOWN_TOOLS:
+                self._known_tools.add(name)
+            if self.cfg.scopes_for_tool(name) <= principal.scopes:
+                kept.append(tool)
+        return {**message, "result": {**result, "tools": kept}}
+
+    def _base(self) -> str:
+        return self.cfg.public_url or _request_base.get()
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:_LOG_FIELD_CHARS]
+    if isinstance(value, list):
+        return [_short(v) for v in value[:5]]
+    return None if value is None else str(value)[:_LOG_FIELD_CHARS]
