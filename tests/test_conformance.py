@@ -1,0 +1,127 @@
+"""The official MCP conformance suite's server scenarios, run through the gateway.
+
+The suite (@modelcontextprotocol/conformance, a Node CLI) acts as an MCP client: it opens sessions on the
+gateway's endpoint and checks what comes back from tests/stdio_server.py, which implements every fixture the
+scenarios ask for. A scenario fails when any of its checks has status FAILURE. Scenarios that cannot pass
+through a correct gateway are listed, with the reason, in tests/conformance_expected_failures.yaml and
+documented in docs/conformance.md; an expected failure that starts passing fails the test too, so the list
+stays honest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED_FAILURES = ROOT / "tests" / "conformance_expected_failures.yaml"
+# One run of all scenarios takes seconds against a bare server; the budget covers a loaded 2-core machine.
+SUITE_TIMEOUT = 150
+# Result directories are named server-<scenario>-<ISO timestamp with ':' and '.' replaced by '-'>.
+RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
+
+
+@dataclass
+class SuiteResult:
+    """Checks per scenario from one CLI run, and what the CLI printed."""
+
+    checks: dict[str, list[dict[str, Any]]]
+    output: str
+    returncode: int
+    expected: list[str] = field(default_factory=list)
+
+    def failures(self, scenario: str) -> list[dict[str, Any]]:
+        return [check for check in self.checks[scenario] if check["status"] == "FAILURE"]
+
+    def warnings(self, scenario: str) -> list[dict[str, Any]]:
+        return [check for check in self.checks[scenario] if check["status"] == "WARNING"]
+
+
+def conformance_cli() -> str:
+    path = shutil.which("conformance")
+    assert path, "the conformance CLI is not on PATH (tests/conftest.py adds tools/node/node_modules/.bin)"
+    return path
+
+
+def server_scenarios(spec_version: str | None) -> list[str]:
+    """The scenario names the CLI will run, from `conformance list --server`."""
+    command = [conformance_cli(), "list", "--server"]
+    if spec_version:
+        command += ["--spec-version", spec_version]
+    listing = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+    return re.findall(r"^\s+- (\S+)", listing, flags=re.MULTILINE)
+
+
+def expected_failures() -> dict[str, str]:
+    """Scenario -> reason, from tests/conformance_expected_failures.yaml when it exists."""
+    if not EXPECTED_FAILURES.exists():
+        return {}
+    document = yaml.safe_load(EXPECTED_FAILURES.read_text()) or {}
+    return {str(entry["scenario"]): str(entry["reason"]) for entry in document.get("server", [])}
+
+
+def run_suite(url: str, output_dir: Path, spec_version: str | None = None) -> SuiteResult:
+    """Run every server scenario (``--suite all``, pending ones included) in one CLI invocation."""
+    command = [conformance_cli(), "server", "--url", url, "--suite", "all", "-o", str(output_dir)]
+    if spec_version:
+        command += ["--spec-version", spec_version]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=SUITE_TIMEOUT)
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for result_dir in sorted(output_dir.iterdir()):
+        match = RESULT_DIR.match(result_dir.name)
+        if match and (result_dir / "checks.json").exists():
+            checks[match["scenario"]] = json.loads((result_dir / "checks.json").read_text())
+    return SuiteResult(checks=checks, output=completed.stdout + completed.stderr, returncode=completed.returncode)
+
+
+def report(result: SuiteResult, scenarios: list[str], label: str) -> int:
+    """Print the per-scenario outcome and return how many scenarios passed."""
+    passed = [name for name in scenarios if name in result.checks and not result.failures(name)]
+    print(f"conformance ({label}): {len(passed)}/{len(scenarios)} scenarios passed")
+    for name in scenarios:
+        if name not in result.checks:
+            print(f"  {name}: NO RESULT")
+            continue
+        for check in result.failures(name):
+            print(f"  {name}: FAILURE {check['id']}: {check.get('errorMessage', '')}")
+        for check in result.warnings(name):
+            print(f"  {name}: warning {check['id']}: {check.get('errorMessage', '')}")
+    return len(passed)
+
+
+def assert_suite_passes(result: SuiteResult, scenarios: list[str]) -> None:
+    allowed = expected_failures()
+    missing = [name for name in scenarios if name not in result.checks]
+    assert not missing, f"scenarios without results: {missing}\n{result.output[-4000:]}"
+    failing = {name for name in scenarios if result.failures(name)}
+    unexpected = sorted(failing - allowed.keys())
+    assert not unexpected, f"scenarios failing through the gateway: {unexpected}\n{result.output[-4000:]}"
+    stale = sorted(name for name in allowed.keys() & set(scenarios) if name not in failing)
+    assert not stale, f"expected failures that now pass; remove them from {EXPECTED_FAILURES.name}: {stale}"
+
+
+@pytest.mark.timeout(SUITE_TIMEOUT + 30)
+def test_all_server_scenarios_pass_through_the_gateway(gateway: Any, tmp_path: Path) -> None:
+    scenarios = server_scenarios(None)
+    assert len(scenarios) >= 30, f"the CLI listed too few server scenarios: {scenarios}"
+    result = run_suite(gateway.mcp_url, tmp_path)
+    report(result, scenarios, "all")
+    assert_suite_passes(result, scenarios)
+
+
+@pytest.mark.timeout(SUITE_TIMEOUT + 30)
+def test_scenarios_of_spec_revision_2025_06_18_pass_through_the_gateway(gateway: Any, tmp_path: Path) -> None:
+    scenarios = server_scenarios("2025-06-18")
+    assert scenarios, "the CLI listed no server scenarios for 2025-06-18"
+    result = run_suite(gateway.mcp_url, tmp_path, spec_version="2025-06-18")
+    assert set(result.checks) <= set(scenarios), "--spec-version did not restrict the run"
+    report(result, scenarios, "2025-06-18")
+    assert_suite_passes(result, scenarios)
