@@ -1,0 +1,133 @@
+"""aiohttp application factory: routes, the request-log middleware, and the lifetime of sessions and auth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import metrics
+from gateway.config import GatewayConfig
+from gateway.logging import get_logger
+from gateway.mcp_http import McpTransport, method_label
+from gateway.security import Authenticator
+from gateway.sessions import SessionManager
+
+log = get_logger("http")
+
+
+@dataclass(slots=True)
+class GatewayState:
+    """What the handlers share: settings, the session table, the authenticator and the serving state."""
+
+    config: GatewayConfig
+    manager: SessionManager
+    authenticator: Authenticator | None
+    serving: bool = False
+    draining: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def ready(self) -> bool:
+        if not self.serving or self.draining:
+            return False
+        return self.authenticator is None or self.authenticator.is_ready()
+
+
+STATE_KEY = web.AppKey("gateway_state", GatewayState)
+
+
+def build_authenticator(config: GatewayConfig) -> Authenticator | None:
+    if config.auth is None:
+        return None
+    # Imported here so the gateway runs without the auth layer when auth is off.
+    from gateway.auth import build_authenticator as build  # type: ignore[attr-defined]
+
+    authenticator: Authenticator = build(config.auth)
+    return authenticator
+
+
+def create_app(config: GatewayConfig, authenticator: Authenticator | None = None) -> web.Application:
+    """The MCP endpoint, /health, /ready and the authenticator's routes; sessions live as long as the app."""
+    if authenticator is None:
+        authenticator = build_authenticator(config)
+    manager = SessionManager(config, authenticator)
+    state = GatewayState(config=config, manager=manager, authenticator=authenticator)
+    transport = McpTransport(config, manager, authenticator)
+    mcp_path = config.mcp_path
+
+    @web.middleware
+    async def request_log(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except BaseException:
+            status = 499 if request.transport is None or request.transport.is_closing() else 500
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            mcp_method = request.get("mcp_method")
+            if request.path == mcp_path:
+                label = mcp_method if mcp_method in ("GET", "DELETE", "batch", "response") else method_label(mcp_method)
+                metrics.REQUESTS.labels(label, str(status)).inc()
+                metrics.REQUEST_DURATION.labels(label).observe(elapsed)
+            log.info(
+                "http_request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round(elapsed * 1000.0, 3),
+                mcp_method=mcp_method[:100] if isinstance(mcp_method, str) else None,
+                session=request.get("session_tag"),
+            )
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "healthy", "service": config.service_name})
+
+    async def ready(_: web.Request) -> web.Response:
+        if state.ready():
+            return web.json_response({"status": "ready", "service": config.service_name})
+        reason = "draining" if state.draining else "starting"
+        return web.json_response({"status": "not_ready", "reason": reason, "service": config.service_name}, status=503)
+
+    async def lifetime(_: web.Application) -> AsyncIterator[None]:
+        if authenticator is not None:
+            await authenticator.start()
+        await manager.start()
+        yield
+        await manager.close()
+        if authenticator is not None:
+            await authenticator.close()
+
+    # client_max_size backs up the Content-Length check for chunked bodies.
+    app = web.Application(middlewares=[request_log], client_max_size=config.max_body_bytes)
+    app[STATE_KEY] = state
+    app.router.add_route("*", mcp_path, transport.handle)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    if authenticator is not None:
+        app.router.add_routes(authenticator.routes())
+    app.cleanup_ctx.append(lifetime)
+    return app
+
+
+def create_metrics_app() -> web.Application:
+    """The separate Prometheus endpoint (its own port, so it can stay private)."""
+
+    async def serve_metrics(_: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve_metrics)
+    return app

@@ -1,0 +1,567 @@
+"""MCP streamable HTTP (2025-11-25, also serving 2025-06-18 and 2025-03-26 clients): POST, GET, DELETE.
+
+The transport checks the HTTP rules (Origin/Host, Accept, Content-Type, body size, session id, protocol version),
+asks the authenticator who is calling and whether each request may pass, and hands JSON-RPC messages to the
+session. Only the envelope is read (jsonrpc, id, method, params); the body goes upstream as received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.config import GatewayConfig, is_loopback_host
+from gateway.security import Authenticator, AuthRejection, Principal
+from gateway.sessions import (
+    GET_STREAM,
+    HANDSHAKE_VERSIONS,
+    Session,
+    SessionLimit,
+    SessionManager,
+    Stream,
+    error_message,
+    record_tool_call,
+    supports_priming,
+)
+from gateway.upstream import UpstreamError
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+DEFAULT_VERSION = "2025-03-26"
+"""Assumed when a client sends no MCP-Protocol-Version header (the spec's backwards-compatibility rule)."""
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INTERNAL_ERROR = -32603
+SESSION_NOT_FOUND = -32001
+SERVER_BUSY = -32000
+
+KNOWN_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+        "server/discover",
+        "tasks/get",
+        "tasks/list",
+        "tasks/result",
+        "tasks/cancel",
+    }
+)
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE = b": keepalive\n\n"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def method_label(method: str | None) -> str:
+    """Bounded label for metrics: known MCP methods by name, anything else 'other'."""
+    if method is None:
+        return metrics.OTHER
+    return method if method in KNOWN_METHODS else metrics.OTHER
+
+
+def json_error(
+    status: int,
+    code: int,
+    message: str,
+    msg_id: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    data: Any = None,
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=_dumps(error_message(msg_id, code, message, data)),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _media_q(accept: str) -> dict[str, float]:
+    """Media ranges of an Accept header with their q-values."""
+    ranges: dict[str, float] = {}
+    for part in accept.split(","):
+        fields = part.strip().split(";")
+        media = fields[0].strip().lower()
+        if not media:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranges[media] = max(q, ranges.get(media, 0.0))
+    return ranges
+
+
+def _quality(ranges: dict[str, float], media: str) -> float:
+    kind = media.split("/", 1)[0]
+    for candidate in (media, f"{kind}/*", "*/*"):
+        if candidate in ranges:
+            return ranges[candidate]
+    return 0.0
+
+
+_ACCEPT_CACHE: dict[str, tuple[float, float]] = {}
+
+
+def accept_qualities(accept: str) -> tuple[float, float]:
+    """(q for application/json, q for text/event-stream); cached because clients send the same header each time."""
+    cached = _ACCEPT_CACHE.get(accept)
+    if cached is None:
+        ranges = _media_q(accept)
+        cached = (_quality(ranges, "application/json"), _quality(ranges, "text/event-stream"))
+        if len(_ACCEPT_CACHE) < 256:
+            _ACCEPT_CACHE[accept] = cached
+    return cached
+
+
+def _invalid_envelope(msg: Any) -> str | None:
+    """Why `msg` is not a JSON-RPC 2.0 request, notification or response; None when it is one."""
+    if not isinstance(msg, dict):
+        return "a JSON-RPC message must be an object"
+    if msg.get("jsonrpc") != "2.0":
+        return 'jsonrpc must be "2.0"'
+    method = msg.get("method")
+    if "id" in msg:
+        msg_id = msg["id"]
+        if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
+            if method is not None or msg_id is not None:
+                return "id must be a string or an integer"
+    if method is not None:
+        if not isinstance(method, str) or not method:
+            return "method must be a non-empty string"
+        params = msg.get("params")
+        if params is not None and not isinstance(params, (dict, list)):
+            return "params must be an object or an array"
+        return None
+    if "id" not in msg:
+        return "a message needs a method or an id"
+    if ("result" in msg) == ("error" in msg):
+        return "a response needs exactly one of result and error"
+    return None
+
+
+class McpTransport:
+    """Handlers for the MCP endpoint; one instance per application."""
+
+    def __init__(self, config: GatewayConfig, manager: SessionManager, authenticator: Authenticator | None) -> None:
+        self.config = config
+        self.manager = manager
+        self.authenticator = authenticator
+        self._check_host = is_loopback_host(config.host)
+        allowed_hosts = set()
+        if config.public_host:
+            allowed_hosts.add(config.public_host)
+        for origin in config.allowed_origins:
+            allowed_hosts.add(origin.split("://", 1)[1])
+        self._allowed_hosts = frozenset(allowed_hosts)
+        origins = set(config.allowed_origins)
+        if config.public_origin:
+            origins.add(config.public_origin)
+        self._allowed_origins = frozenset(origins)
+
+    # --- entry point --------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rejection = self._check_origin(request)
+        if rejection is not None:
+            return rejection
+        principal: Principal | None = None
+        if self.authenticator is not None:
+            try:
+                principal = await self.authenticator.authenticate(request)
+            except AuthRejection as exc:
+                return web.Response(
+                    status=exc.status, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
+                )
+        method = request.method
+        if method == "POST":
+            return await self._post(request, principal)
+        if method == "GET":
+            request["mcp_method"] = "GET"
+            return await self._get(request, principal)
+        if method == "DELETE":
+            request["mcp_method"] = "DELETE"
+            return self._delete(request, principal)
+        return json_error(405, INVALID_REQUEST, "Method not allowed", headers={"Allow": "GET, POST, DELETE"})
+
+    def _check_origin(self, request: web.Request) -> web.Response | None:
+        """Refuse browsers from foreign origins and, on loopback, foreign Host names (DNS rebinding)."""
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin):
+            return json_error(403, INVALID_REQUEST, "Forbidden: origin not allowed")
+        if self._check_host:
+            host = request.headers.get("Host")
+            if host is not None and not self._host_allowed(host):
+                return json_error(403, INVALID_REQUEST, "Forbidden: host not allowed")
+        return None
+
+    def _origin_allowed(self, origin: str) -> bool:
+        origin = origin.strip().lower()
+        if origin in self._allowed_origins:
+            return True
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or "/" in rest:
+            return False
+        return is_loopback_host(_host_only(rest))
+
+    def _host_allowed(self, host: str) -> bool:
+        host = host.strip().lower()
+        return host in self._allowed_hosts or is_loopback_host(_host_only(host))
+
+    def _session(self, request: web.Request, principal: Principal | None, msg_id: Any = None) -> Session | web.Response:
+        """The session named by the request header, or the error response to send."""
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            return json_error(400, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", msg_id)
+        session = self.manager.get(session_id)
+        if session is None or (principal is not None and session.subject != principal.subject):
+            # Another caller's session is reported exactly like an unknown one.
+            return json_error(404, SESSION_NOT_FOUND, "Session not found", msg_id)
+        request["session_tag"] = session.tag
+        session.last_activity = time.monotonic()
+        return session
+
+    def _check_version(self, request: web.Request, msg_id: Any = None) -> web.Response | None:
+        version = request.headers.get(VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            return json_error(
+                400,
+                INVALID_REQUEST,
+                f"Bad Request: unsupported MCP-Protocol-Version {version[:40]!r}",
+                msg_id,
+                data={"supported": list(HANDSHAKE_VERSIONS)},
+            )
+        return None
+
+    # --- POST ---------------------------------------------------------------------------------------------
+
+    async def _post(self, request: web.Request, principal: Principal | None) -> web.StreamResponse:
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            return json_error(415, INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json")
+        q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
+        if q_json <= 0 or q_sse <= 0:
+            return json_error(
+                406, INVALID_REQUEST, "Not Acceptable: Accept must list application/json and text/event-stream"
+            )
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return json_error(413, INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return json_error(400, PARSE_ERROR, "Parse error: body is not valid JSON")
+        batch = isinstance(data, list)
+        messages: list[Any] = data if batch else [data]
+        if not messages:
+            return json_error(400, INVALID_REQUEST, "Invalid Request: empty batch")
+        for msg in messages:
+            problem = _invalid_envelope(msg)
+            if problem is not None:
+                msg_id = msg.get("id") if isinstance(msg, dict) else None
+                if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
+                    msg_id = None
+                return json_error(400, INVALID_REQUEST, f"Invalid Request: {problem}", msg_id)
+        first = messages[0]
+        first_method = first.get("method")
+        request["mcp_method"] = "batch" if batch else (first_method if first_method is not None else "response")
+        if not batch and first_method == "initialize":
+            return await self._initialize(request, principal, first, body)
+        if not batch and first_method == "server/discover" and SESSION_HEADER not in request.headers:
+            # The stateless 2026 probe: say "not here" so SDK clients fall back to the initialize handshake.
+            return json_error(
+                200,
+                METHOD_NOT_FOUND,
+                "Method not found: server/discover; this server uses initialize",
+                first.get("id"),
+                data={"supported": list(HANDSHAKE_VERSIONS)},
+            )
+        first_id = first.get("id") if not batch and first_method is not None else None
+        bad_version = self._check_version(request, first_id)
+        if bad_version is not None:
+            return bad_version
+        found = self._session(request, principal, first_id)
+        if isinstance(found, web.Response):
+            return found
+        session = found
+        if batch:
+            if session.protocol_version != "2025-03-26":
+                return json_error(400, INVALID_REQUEST, "Invalid Request: JSON-RPC batches need protocol 2025-03-26")
+            if any(m.get("method") == "initialize" for m in messages):
+                return json_error(400, INVALID_REQUEST, "Invalid Request: initialize cannot be batched")
+        return await self._forward(request, session, principal, messages, body if not batch else None)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        session: Session,
+        principal: Principal | None,
+        messages: list[dict[str, Any]],
+        raw: bytes | None,
+    ) -> web.StreamResponse:
+        requests = [m for m in messages if "id" in m and m.get("method") is not None]
+        if requests:
+            if self.authenticator is not None and principal is not None:
+                for msg in requests:
+                    try:
+                        self.authenticator.authorize_message(principal, msg)
+                    except AuthRejection as exc:
+                        if msg["method"] == "tools/call":
+                            self._record_denied(session, principal, msg)
+                        return web.Response(
+                            status=403, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
+                        )
+            if self.manager.draining:
+                return json_error(
+                    503,
+                    SERVER_BUSY,
+                    "Service Unavailable: shutting down",
+                    requests[0]["id"],
+                    headers={"Retry-After": "5"},
+                )
+            ids = [m["id"] for m in requests]
+            if len(set(ids)) != len(ids) or any(i in session.pending for i in ids):
+                return json_error(400, INVALID_REQUEST, "Invalid Request: request id already in use", ids[0])
+        upstream = session.upstream
+        if not requests:
+            self._send(session, messages, raw)
+            await upstream.drain()
+            return web.Response(status=202)
+        q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
+        stream = session.new_stream(json_mode=q_json > q_sse)
+        for msg in requests:
+            session.register(msg["id"], msg["method"], msg.get("params"), stream, principal)
+        self._send(session, messages, raw)
+        await upstream.drain()
+        if stream.json_mode:
+            return await self._json_reply(session, stream, batch=raw is None)
+        return await self._sse_reply(request, session, stream, initialize=False)
+
+    def _send(self, session: Session, messages: list[dict[str, Any]], raw: bytes | None) -> None:
+        upstream = session.upstream
+        if raw is not None:
+            upstream.send(raw)
+        else:
+            for msg in messages:
+                upstream.send(_dumps(msg))
+        for msg in messages:
+            if msg.get("method") == "notifications/cancelled":
+                params = msg.get("params")
+                if isinstance(params, dict) and "requestId" in params:
+                    session.cancel(params["requestId"])
+
+    def _record_denied(self, session: Session, principal: Principal, msg: dict[str, Any]) -> None:
+        params = msg.get("params")
+        tool, args = "", []
+        if isinstance(params, dict):
+            tool = params.get("name") if isinstance(params.get("name"), str) else ""
+            if isinstance(params.get("arguments"), dict):
+                args = sorted(str(k) for k in params["arguments"])
+        metrics.AUTHZ_DENIALS.labels(tool if tool in self.manager.known_tools else metrics.OTHER).inc()
+        record_tool_call(self.manager, principal, tool, args, "denied", 0.0, session.tag)
+
+    async def _initialize(
+        self, request: web.Request, principal: Principal | None, msg: dict[str, Any], raw: bytes
+    ) -> web.StreamResponse:
+        msg_id = msg.get("id")
+        if "id" not in msg:
+            return json_error(400, INVALID_REQUEST, "Invalid Request: initialize must be a request")
+        if request.headers.get(SESSION_HEADER):
+            return json_error(400, INVALID_REQUEST, "Bad Request: initialize must not carry Mcp-Session-Id", msg_id)
+        bad_version = self._check_version(request, msg_id)
+        if bad_version is not None:
+            return bad_version
+        if self.authenticator is not None and principal is not None:
+            try:
+                self.authenticator.authorize_message(principal, msg)
+            except AuthRejection as exc:
+                return web.Response(
+                    status=403, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
+                )
+        try:
+            # Shielded: a client hanging up mid-spawn must not leave a half-created session or process.
+            session = await asyncio.shield(self.manager.create(principal.subject if principal else None))
+        except SessionLimit as exc:
+            text = "shutting down" if exc.reason == "draining" else "too many sessions"
+            return json_error(503, SERVER_BUSY, f"Service Unavailable: {text}", msg_id, headers={"Retry-After": "5"})
+        except UpstreamError as exc:
+            return json_error(502, INTERNAL_ERROR, f"Bad Gateway: {exc}", msg_id)
+        request["session_tag"] = session.tag
+        q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
+        stream = session.new_stream(json_mode=q_json > q_sse)
+        session.register(msg_id, "initialize", msg.get("params"), stream, principal)
+        session.upstream.send(raw)
+        if stream.json_mode:
+            return await self._json_reply(session, stream, batch=False, session_id=session.id)
+        return await self._sse_reply(request, session, stream, initialize=True)
+
+    # --- replies ------------------------------------------------------------------------------------------
+
+    async def _json_reply(
+        self, session: Session, stream: Stream, *, batch: bool, session_id: str | None = None
+    ) -> web.Response:
+        loop = asyncio.get_running_loop()
+        while not stream.finished:
+            waiter = loop.create_future()
+            stream.waiter = waiter
+            try:
+                await waiter
+            finally:
+                stream.waiter = None
+        session.retire(stream)
+        payloads = [payload.rstrip(b"\n") for _, payload in stream.events]
+        headers = {SESSION_HEADER: session_id} if session_id else None
+        if not payloads:
+            return web.Response(status=202, headers=headers)
+        body = b"[" + b",".join(payloads) + b"]" if batch else payloads[0]
+        return web.Response(status=200, body=body, content_type="application/json", headers=headers)
+
+    async def _sse_reply(
+        self, request: web.Request, session: Session, stream: Stream, *, initialize: bool
+    ) -> web.StreamResponse:
+        headers = dict(SSE_HEADERS)
+        if initialize:
+            headers[SESSION_HEADER] = session.id
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(request)
+        token = object()
+        stream.attach(token, None)
+        if not initialize and supports_priming(session.protocol_version):
+            await response.write(session.priming_frame(stream))
+        await self._pump(response, session, stream, token, self.config.sse_close_after)
+        return response
+
+    async def _pump(
+        self, response: web.StreamResponse, session: Session, stream: Stream, token: object, close_after: float
+    ) -> None:
+        """Write the stream's events to this connection until it finishes, is replaced, or (polling) times out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + close_after if close_after > 0 and stream.sid != GET_STREAM else None
+        keepalive = self.config.sse_keepalive
+        try:
+            while stream.attached is token:
+                if stream.outbox:
+                    frames, stream.outbox = stream.outbox, deque()
+                    await response.write(frames[0][1] if len(frames) == 1 else b"".join(f for _, f in frames))
+                    stream.delivered_seq = max(stream.delivered_seq, frames[-1][0])
+                    continue
+                if stream.finished:
+                    break
+                timeout = keepalive
+                if deadline is not None:
+                    timeout = min(timeout, deadline - loop.time())
+                    if timeout <= 0:
+                        # Polling: end this connection; the client resumes with Last-Event-ID after `retry`.
+                        await response.write(b"retry: " + str(self.config.sse_retry_ms).encode() + b"\n\n")
+                        break
+                waiter = loop.create_future()
+                stream.waiter = waiter
+                handle = loop.call_later(timeout, _expire, waiter)
+                try:
+                    timed_out = await waiter
+                finally:
+                    handle.cancel()
+                    stream.waiter = None
+                if timed_out and (deadline is None or loop.time() < deadline):
+                    await response.write(KEEPALIVE)
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away; the stream stays resumable
+        finally:
+            stream.detach(token)
+            if stream.finished and stream.sid != GET_STREAM:
+                session.retire(stream)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
+
+    # --- GET ----------------------------------------------------------------------------------------------
+
+    async def _get(self, request: web.Request, principal: Principal | None) -> web.StreamResponse:
+        _, q_sse = accept_qualities(request.headers.get("Accept", ""))
+        if q_sse <= 0:
+            return json_error(406, INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
+        bad_version = self._check_version(request)
+        if bad_version is not None:
+            return bad_version
+        found = self._session(request, principal)
+        if isinstance(found, web.Response):
+            return found
+        session = found
+        last_event_id = request.headers.get("Last-Event-ID")
+        after: int | None = None
+        if last_event_id:
+            sid_text, _, seq_text = last_event_id.strip().partition("-")
+            stream = None
+            if sid_text.isdigit() and seq_text.isdigit():
+                stream = session.find_stream(int(sid_text))
+                after = int(seq_text)
+            if stream is None:
+                return json_error(400, INVALID_REQUEST, "Bad Request: unknown or expired Last-Event-ID")
+        else:
+            stream = session.get_stream
+            if stream.attached is not None:
+                return json_error(409, INVALID_REQUEST, "Conflict: this session already has a GET stream")
+        if stream.sid == GET_STREAM and (self.manager.draining or stream.finished):
+            return json_error(503, SERVER_BUSY, "Service Unavailable: shutting down", headers={"Retry-After": "5"})
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await response.prepare(request)
+        token = object()
+        stream.attach(token, after)
+        if after is None and not stream.outbox and supports_priming(session.protocol_version):
+            await response.write(session.priming_frame(stream))
+        await self._pump(response, session, stream, token, self.config.sse_close_after)
+        return response
+
+    # --- DELETE -------------------------------------------------------------------------------------------
+
+    def _delete(self, request: web.Request, principal: Principal | None) -> web.Response:
+        found = self._session(request, principal)
+        if isinstance(found, web.Response):
+            return found
+        self.manager.end_session(found, "client_delete")
+        return web.Response(status=204)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
+def _host_only(hostport: str) -> str:
+    """The host part of "host[:port]" or "[v6]:port"."""
+    if hostport.startswith("["):
+        return hostport[: hostport.find("]") + 1] if "]" in hostport else hostport
+    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
