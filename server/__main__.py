@@ -1,0 +1,35 @@
+"""CLI: parse flags and environment, connect to Kubernetes, serve MCP over stdio."""
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from server.app import create_server
+from server.config import ConfigError, load_config
+from server.kube import connect
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cnpg-mcp-server` console script and `python -m server`."""
+    # stdout carries the MCP protocol; every log line goes to stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv)
+        kube = connect(config)
+    except ConfigError as exc:
+        print(f"cnpg-mcp-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        server = create_server(config, kube)
+        anyio.run(server.run_stdio_async)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        kube.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
