@@ -19,7 +19,7 @@ from gateway.auth.verify import AuthError, TokenVerifier
 from gateway.metrics import AUTH_RESULTS, AUTH_VERIFY_DURATION, AUTHZ_DENIALS, OTHER
 from gateway.security import AuthRejection, Principal
 
-log = structlog.get_logger("gateway.auth")
+log = structlog.get_logger(component="auth")
 
 _MAX_KNOWN_TOOLS = 512
 _LOG_FIELD_CHARS = 200

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from gateway.auth.config import AuthConfig
 from gateway.metrics import JWKS_FETCHES, JWKS_KEYS_LOADED
 
-log = structlog.get_logger("gateway.auth.jwks")
+log = structlog.get_logger(component="auth.jwks")
 
 _MAX_DOCUMENT_BYTES = 512 * 1024
 _MIN_RSA_BITS = 2048

@@ -108,7 +108,9 @@ class TokenVerifier:
             raise AuthError("malformed", "Token header is not valid") from None
 
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in cfg.algorithms:
+        if not isinstance(alg, str):
+            raise AuthError("malformed", "Token header has no alg")
+        if alg not in cfg.algorithms:
             raise AuthError("disallowed_alg", "Token algorithm is not allowed")
         if "crit" in header:
             # RFC 7515 section 4.1.11: we understand no extensions, so a critical one must be refused.
