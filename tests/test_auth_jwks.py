@@ -23,8 +23,8 @@ def fetches(outcome: str = "success") -> float:
     return metric(local_metrics(), "mcp_gateway_jwks_fetches_total", outcome=outcome)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], bool], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "condition never became true"
         await asyncio.sleep(0.05)
