@@ -1,0 +1,15 @@
+"""A test Kubernetes API server for the real `kubernetes` Python client (test infrastructure, never shipped).
+
+Served: core v1 namespaces, pods (+status, +log), secrets, configmaps, events, persistentvolumeclaims, services,
+serviceaccounts; events.k8s.io/v1 events (read-only view of the core events); every CRD in the CloudNativePG
+1.30 bundle (clusters, backups, scheduledbackups, poolers, databases, databaseroles, publications, subscriptions,
+imagecatalogs, clusterimagecatalogs, failoverquorums) with their status and scale subresources.
+Verbs: get, list (labelSelector, fieldSelector, limit/continue), create (generateName), update, patch (merge,
+JSON, strategic for built-in kinds only, apply as a merge approximation), delete (finalizers, propagation,
+preconditions), all with dryRun=All and fieldValidation. Not served: watch, deletecollection, managedFields,
+server-side apply conflicts, admission webhooks. Module docstrings say what each part models.
+"""
+
+from .server import DEFAULT_TOKEN, DEFAULT_USER, KubeApiServer, SeenRequest
+
+__all__ = ["DEFAULT_TOKEN", "DEFAULT_USER", "KubeApiServer", "SeenRequest"]
