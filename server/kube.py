@@ -166,16 +166,15 @@ class Kube:
         accept: str = "application/json",
     ) -> bytes:
         headers = {"Accept": accept}
-        payload: bytes | None = None
         if body is not None:
+            # Every content type used here is JSON-based; the REST layer serialises the object itself.
             headers["Content-Type"] = content_type
-            payload = json.dumps(body).encode()
         try:
             method_, url, headers_, _, _ = self.api_client.param_serialize(
                 method, path, query_params=query or None, header_params=headers, auth_settings=["BearerToken"]
             )
             response = self.api_client.call_api(
-                method_, url, header_params=headers_, body=payload, _request_timeout=self.timeout
+                method_, url, header_params=headers_, body=body, _request_timeout=self.timeout
             )
             data: bytes = response.read() or b""
         except k8s_client.ApiException as exc:

@@ -304,7 +304,12 @@ def register(r: "Registry") -> None:
                          "(now unmanaged).")
         deleted_secret = None
         if secret is not None and owned_by(secret, role):
-            await kube.delete(SECRETS, ns, str(secret_name), uid=meta(secret).get("uid"), dry_run=dry_run)
+            try:
+                await kube.delete(SECRETS, ns, str(secret_name), uid=meta(secret).get("uid"), dry_run=dry_run)
+            except KubeError as exc:
+                # The garbage collector may have removed it already, through its ownerReference to the role.
+                if exc.status != 404:
+                    raise
             deleted_secret = secret_name
             lines.append(f"Deleted its password Secret {ns}/{secret_name} (owned by this role).")
         elif secret is not None:
