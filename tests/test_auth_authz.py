@@ -102,3 +102,10 @@ def test_malformed_tools_call_is_judged_by_the_catch_all_rule(idp: DevIdp, param
     with pytest.raises(AuthRejection) as info:
         auth.authorize_message(reader(idp), {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
     assert info.value.status == 403
+
+
+async def test_the_401_challenge_asks_for_every_scope_the_resource_uses(app: AuthApp) -> None:
+    resp = await app.get()
+    assert resp.status == 401
+    _, params = parse_challenge(resp.headers["WWW-Authenticate"])
+    assert params["scope"] == "cnpg:read cnpg:write openid"

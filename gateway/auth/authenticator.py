@@ -36,6 +36,10 @@ class OidcAuthenticator:
         self.keys = KeySource(cfg)
         self.verifier = TokenVerifier(cfg, self.keys)
         self._required_scope = " ".join(sorted(cfg.required_scopes))
+        # A 401 asks for every scope the resource uses, so a client that follows the challenge (as the MCP
+        # scope-selection rules say) gets a token for all the tools its user may be granted; a 403 names
+        # exactly what is missing.
+        self._all_scopes = " ".join(cfg.all_scopes())
         # Tool names the upstream listed: the only values AUTHZ_DENIALS may carry as its tool label.
         self._known_tools: set[str] = set()
 
@@ -71,7 +75,8 @@ class OidcAuthenticator:
         except AuthError as err:
             AUTH_RESULTS.labels(result="failure", reason=err.reason).inc()
             self._log_failure(request, err, token)
-            raise self._rejection(err, base, self._required_scope) from None
+            scope = self._required_scope if err.reason == "insufficient_scope" else self._all_scopes
+            raise self._rejection(err, base, scope) from None
         AUTH_RESULTS.labels(result="success", reason="ok").inc()
         return principal
 

@@ -11,6 +11,7 @@ Tokens naming an unknown `kid` may trigger a refetch (a rotation the cache has n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -155,6 +156,7 @@ class KeySource:
         self._metadata: dict[str, Any] | None = None
         self._metadata_at = float("-inf")
         self._metadata_inflight: asyncio.Task[dict[str, Any]] | None = None
+        self._wake = asyncio.Event()
 
     # Lifecycle -------------------------------------------------------------------------------------------------
 
@@ -215,6 +217,9 @@ class KeySource:
             await self.refresh()
             return True
         except FetchError:
+            # The IdP is down or broken: let the background loop retry with backoff, so a rotation that
+            # happened during the outage is picked up soon after the IdP returns, without any request paying.
+            self._wake.set()
             return False
 
     async def refresh(self) -> KeySet:
@@ -273,7 +278,9 @@ class KeySource:
                 log.exception("JWKS refresh loop error")
                 wait = delay
                 delay = min(delay * 2, self._cfg.retry_max)
-            await asyncio.sleep(wait)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _get_json(self, url: str, headers: Mapping[str, str] | None = None) -> tuple[int, Any, Any]:
         if self._session is None:
