@@ -152,7 +152,7 @@ class Kube:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.api_client.close()
+            self.api_client.close()  # type: ignore[no-untyped-call]
 
     # -- generic request ---------------------------------------------------------------------------------------
     def _request_sync(
@@ -176,7 +176,7 @@ class Kube:
             response = self.api_client.call_api(
                 method_, url, header_params=headers_, body=body, _request_timeout=self.timeout
             )
-            data: bytes = response.read() or b""
+            data: bytes = response.read() or b""  # type: ignore[no-untyped-call]
         except k8s_client.ApiException as exc:
             # The REST layer only raises ApiException itself for transport problems (TLS, bad arguments).
             if exc.status:
@@ -291,7 +291,7 @@ class Kube:
 
 def _kubeconfig_namespace(kubeconfig: str | None, context: str | None) -> str:
     try:
-        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError):
         return "default"
     chosen = current
@@ -308,7 +308,7 @@ def connect(config: ServerConfig) -> Kube:
     in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if in_cluster:
         try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except ConfigException as exc:
             raise ConfigError(f"in-cluster configuration failed: {exc}") from None
         try:
@@ -318,7 +318,7 @@ def connect(config: ServerConfig) -> Kube:
     else:
         path = kubeconfig or os.path.expanduser("~/.kube/config")
         try:
-            k8s_config.load_kube_config(
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=path, context=config.context, client_configuration=configuration, persist_config=False
             )
         except (ConfigException, OSError) as exc:

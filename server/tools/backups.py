@@ -165,7 +165,7 @@ def register(r: "Registry") -> None:
         items: list[dict[str, Any]] = []
         for scope in deps.scopes(namespace, all_namespaces):
             items.extend(by_cluster(await kube.list(SCHEDULED_BACKUPS, scope), cluster))
-        rows = [{
+        rows: list[dict[str, Any]] = [{
             "namespace": meta(i).get("namespace"), "name": meta(i).get("name"),
             "cluster": (spec(i).get("cluster") or {}).get("name"), "schedule": spec(i).get("schedule"),
             "method": spec(i).get("method") or "barmanObjectStore", "suspended": bool(spec(i).get("suspend")),

@@ -122,7 +122,7 @@ def parse_quantity(value: str) -> Decimal:
         raise InputError(f"Invalid quantity {value!r}.") from None
     if suffix in _BINARY:
         return number * _BINARY[suffix]
-    if suffix and suffix[0] in "eE":
+    if len(suffix) > 1 and suffix[0] in "eE":  # an exponent; a lone "E" is the exa suffix
         return number * (Decimal(10) ** int(suffix[1:]))
     return number * _DECIMAL[suffix]
 
@@ -211,7 +211,7 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
     return f"{secs}s"
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
+def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain aligned text table; small and readable by people and models alike."""
     if not rows:
         return ""

@@ -41,7 +41,7 @@ def register(r: "Registry") -> None:
         if not events:
             return ToolOutput(f"No events for cluster {ns}/{cluster} (events expire after about an hour).",
                               {"events": []})
-        rows = [{
+        rows: list[dict[str, Any]] = [{
             "type": e.get("type") or "Normal", "reason": e.get("reason") or "",
             "object": f"{(e.get('involvedObject') or {}).get('kind')}/{(e.get('involvedObject') or {}).get('name')}",
             "message": (e.get("message") or "").strip(), "count": e.get("count") or 1, "age": age(_when(e) or None),
