@@ -460,9 +460,12 @@ class McpTransport:
         await response.prepare(request)
         token = object()
         stream.attach(token, None)
+        close_after = 0.0
         if not initialize and supports_priming(session.protocol_version):
             await response.write(session.priming_frame(stream))
-        await self._pump(response, session, stream, token, self.config.sse_close_after)
+            # Only a client holding an event id can resume, so only then may the stream be closed early.
+            close_after = self.config.sse_close_after
+        await self._pump(response, session, stream, token, close_after)
         return response
 
     async def _pump(
@@ -542,7 +545,8 @@ class McpTransport:
         stream.attach(token, after)
         if after is None and not stream.outbox and supports_priming(session.protocol_version):
             await response.write(session.priming_frame(stream))
-        await self._pump(response, session, stream, token, self.config.sse_close_after)
+        # A resumed stream stays open until its response: the client has already waited one polling interval.
+        await self._pump(response, session, stream, token, 0.0)
         return response
 
     # --- DELETE -------------------------------------------------------------------------------------------
