@@ -19,35 +19,19 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from tests.fixtures.idp import ISSUED_TOKENS, SECRETS, DevIdp, free_port, metric, parse_challenge
+from tests.fixtures.idp import ISSUED_TOKENS, SECRETS, DevIdp, metric, parse_challenge, start_gateway
 
 pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
 ]
 
-TOOL_SCOPES = "whoami=cnpg:read echo=cnpg:write test_*=cnpg:write"
 INIT = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
     "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
 }
-GATEWAY_LOGS: list[Any] = []
-
-
-def start_gateway(gateway_factory: Any, idp: DevIdp, wait_ready: bool = True, **env: str) -> Any:
-    port = free_port()
-    settings = {
-        "PORT": str(port),
-        "OIDC_ISSUER": idp.issuer,
-        "OIDC_AUDIENCE": f"http://127.0.0.1:{port}/mcp",
-        "TOOL_SCOPES": TOOL_SCOPES,
-        **env,
-    }
-    gateway = gateway_factory(env=settings, wait_ready=wait_ready)
-    GATEWAY_LOGS.append(gateway.log_path)
-    return gateway
 
 
 @pytest.fixture
