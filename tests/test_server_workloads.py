@@ -283,3 +283,39 @@ async def test_create_role_dry_run_writes_nothing(kube: Any) -> None:
         body = await ok(client, "create_role", name="erin", cluster="pg", dry_run=True)
     assert "Dry run" in body and writes(kube) == before
     assert all(query_of(q).get("dryRun") == ["All"] for m, _, q, *_ in kube.requests if m != "GET")
+
+
+async def test_delete_role_drops_it_in_postgres_before_deleting_the_object(kube: Any) -> None:
+    kube.seed(cluster("pg"))
+    async with mcp_client(kube) as client:
+        await ok(client, "create_role", name="frank", cluster="pg")
+        assert kube.get(CNPG, "databaseroles", "default", "frank")["spec"]["databaseRoleReclaimPolicy"] == "retain"
+        kube.clear_requests()
+        body = await ok(client, "delete_role", name="frank", confirm="frank")
+    writes_seen = [(m, p.rsplit("/", 2)[-2:]) for m, p, *_ in kube.requests if m != "GET"]
+    assert writes_seen == [("PATCH", ["databaseroles", "frank"]), ("DELETE", ["databaseroles", "frank"]),
+                           ("DELETE", ["secrets", "frank-password"])]
+    assert "drops PostgreSQL role frank" in body
+
+
+async def test_delete_role_reports_an_object_held_by_finalizers(kube: Any) -> None:
+    kube.seed(cluster("pg"))
+    kube.seed({"apiVersion": CNPG, "kind": "DatabaseRole",
+               "metadata": {"name": "gina", "namespace": "default", "finalizers": ["cnpg.io/deleteDatabaseRole"]},
+               "spec": {"cluster": {"name": "pg"}, "name": "gina"}})
+    async with mcp_client(kube) as client:
+        body = await ok(client, "delete_role", name="gina", confirm="gina")
+    remaining = kube.get(CNPG, "databaseroles", "default", "gina")
+    assert remaining["metadata"].get("deletionTimestamp")
+    assert "still exists until the operator finishes (finalizers: cnpg.io/deleteDatabaseRole)" in body
+
+
+async def test_failed_role_delete_restores_the_reclaim_policy(kube: Any) -> None:
+    kube.seed(cluster("pg"))
+    kube.seed({"apiVersion": CNPG, "kind": "DatabaseRole", "metadata": {"name": "hank", "namespace": "default"},
+               "spec": {"cluster": {"name": "pg"}, "name": "hank", "databaseRoleReclaimPolicy": "retain"}})
+    kube.forbid("delete", "postgresql.cnpg.io", "databaseroles")
+    async with mcp_client(kube) as client:
+        body = await fails(client, "delete_role", name="hank", confirm="hank")
+    assert "restored to 'retain'" in body and "verb 'delete'" in body
+    assert kube.get(CNPG, "databaseroles", "default", "hank")["spec"]["databaseRoleReclaimPolicy"] == "retain"

@@ -151,8 +151,9 @@ def register(r: "Registry") -> None:
         generate_password: Annotated[bool, Field(description="Generate a password and store it in a Secret owned "
                                                  "by the role (never returned).")] = True,
         reclaim_policy: Annotated[Literal["retain", "delete"], Field(
-            description="What deleting the object later does in PostgreSQL: 'delete' drops the role, 'retain' keeps "
-            "it.")] = "delete",
+            description="What deleting the object by other means does in PostgreSQL: 'retain' (the CloudNativePG "
+            "default) keeps the role, 'delete' drops it. delete_role drops it either way unless told not to."
+        )] = "retain",
         dry_run: DryRun = False,
     ) -> ToolOutput:
         """Create a DatabaseRole. With generate_password the server creates a random password in a
@@ -290,12 +291,25 @@ def register(r: "Registry") -> None:
         secret = await secret_if_exists(ns, secret_name) if secret_name else None
         policy = sp.get("databaseRoleReclaimPolicy") or "retain"
         lines: list[str] = []
+        original_policy = policy
         if drop_from_postgres and policy != "delete":
             await kube.patch(DATABASE_ROLES, ns, name, {"spec": {"databaseRoleReclaimPolicy": "delete"}},
                              dry_run=dry_run)
             policy = "delete"
             lines.append("Set databaseRoleReclaimPolicy=delete so the operator drops the role in PostgreSQL.")
-        await kube.delete(DATABASE_ROLES, ns, name, uid=uid, dry_run=dry_run)
+        try:
+            await kube.delete(DATABASE_ROLES, ns, name, uid=uid, dry_run=dry_run)
+        except KubeError as exc:
+            if policy == original_policy or dry_run:
+                raise
+            # Put the policy back so a failed delete leaves the role exactly as it was.
+            try:
+                await kube.patch(DATABASE_ROLES, ns, name, {"spec": {"databaseRoleReclaimPolicy": original_policy}})
+                restored = f"its reclaim policy was restored to '{original_policy}'"
+            except KubeError:
+                restored = f"restoring its reclaim policy to '{original_policy}' ALSO failed; it is now 'delete'"
+            raise InputError(f"Deleting DatabaseRole {ns}/{name} failed; {restored}. Nothing else was changed.\n"
+                             f"{exc.describe()}") from None
         lines.append(f"Deleted DatabaseRole {ns}/{name} (uid {uid}).")
         if policy == "delete":
             lines.append(f"The operator drops PostgreSQL role {pg_role} in cluster {cluster}.")
