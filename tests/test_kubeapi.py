@@ -11,24 +11,62 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
-from kubernetes import client
+from kubernetes import client, dynamic
 
 from tests.fixtures.kubeapi import KubeApi
 
 GROUP, VERSION = "postgresql.cnpg.io", "v1"
+CNPG = f"{GROUP}/{VERSION}"
+JSON_PATCH = "application/json-patch+json"
+Obj = dict[str, Any]
 
 
-def cluster(name: str = "pg1", **spec: Any) -> dict[str, Any]:
+def cluster(name: str = "pg1", **spec: Any) -> Obj:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": CNPG,
         "kind": "Cluster",
         "metadata": {"name": name},
         "spec": {"instances": 3, "storage": {"size": "1Gi"}, **spec},
     }
+
+
+def _obj(value: object) -> Obj:
+    assert isinstance(value, dict)
+    return value
+
+
+class Crs:
+    """CustomObjectsApi for one CNPG plural, returning plain dicts (the client types them as `object`)."""
+
+    def __init__(self, api: client.ApiClient, plural: str) -> None:
+        self.api = client.CustomObjectsApi(api)
+        self.plural = plural
+
+    def create(self, body: Obj, namespace: str = "default", **kw: Any) -> Obj:
+        return _obj(self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, self.plural, body, **kw))
+
+    def get(self, name: str, namespace: str = "default") -> Obj:
+        return _obj(self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, self.plural, name))
+
+    def list(self, namespace: str = "default", **kw: Any) -> Obj:
+        return _obj(self.api.list_namespaced_custom_object(GROUP, VERSION, namespace, self.plural, **kw))
+
+    def replace(self, name: str, body: Obj, namespace: str = "default") -> Obj:
+        return _obj(self.api.replace_namespaced_custom_object(GROUP, VERSION, namespace, self.plural, name, body))
+
+    def patch(self, name: str, body: Any, namespace: str = "default", **kw: Any) -> Obj:
+        return _obj(self.api.patch_namespaced_custom_object(GROUP, VERSION, namespace, self.plural, name, body, **kw))
+
+    def patch_status(self, name: str, body: Any, namespace: str = "default") -> Obj:
+        return _obj(self.api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, self.plural, name, body))
+
+    def delete(self, name: str, namespace: str = "default", **kw: Any) -> Obj:
+        return _obj(self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, self.plural, name, **kw))
 
 
 @pytest.fixture
@@ -38,8 +76,8 @@ def api(kube_api: KubeApi) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def crs(api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
+def clusters(api: client.ApiClient) -> Crs:
+    return Crs(api, "clusters")
 
 
 @pytest.fixture
@@ -47,44 +85,53 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(api)
 
 
-def status_of(exc: client.ApiException) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(exc.body)
-    return body
+def failure(exc: pytest.ExceptionInfo[client.ApiException]) -> Obj:
+    """The Status body of a failed call."""
+    assert exc.value.body is not None
+    return _obj(json.loads(exc.value.body))
 
 
-def create(crs: client.CustomObjectsApi, body: dict[str, Any], namespace: str = "default", **kw: Any) -> Any:
-    return crs.create_namespaced_custom_object(GROUP, VERSION, namespace, "clusters", body, **kw)
+def names(items: list[Any]) -> list[str]:
+    return [item.metadata.name for item in items if item.metadata is not None]
 
 
-# ---------------------------------------------------------------- CRUD and errors
+def raw(api: client.ApiClient, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    """A call through the client's generic path, to see headers and status codes the typed methods hide."""
+    method_, url, headers, _, _ = api.param_serialize(
+        method, path, header_params={"Content-Type": content_type}, auth_settings=["BearerToken"]
+    )
+    return api.call_api(method_, url, header_params=headers, body=body)
 
 
-def test_cluster_create_get_list_replace_delete(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
-    created = create(crs, cluster())
+# ---------------------------------------------------------------- CRUD and error bodies
+
+
+def test_cluster_create_get_list_replace_delete(kube_api: KubeApi, clusters: Crs) -> None:
+    created = clusters.create(cluster())
     meta = created["metadata"]
     assert meta["generation"] == 1 and meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"]
     assert created["spec"]["enableSuperuserAccess"] is False, "CRD defaults are applied"
 
-    got = crs.get_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1")
+    got = clusters.get("pg1")
     assert got == created
-    listed = crs.list_namespaced_custom_object(GROUP, VERSION, "default", "clusters")
+    listed = clusters.list()
     assert listed["kind"] == "ClusterList" and [i["metadata"]["name"] for i in listed["items"]] == ["pg1"]
 
     got["spec"]["instances"] = 5
-    replaced = crs.replace_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", got)
+    replaced = clusters.replace("pg1", got)
     assert replaced["spec"]["instances"] == 5 and replaced["metadata"]["generation"] == 2
     assert int(replaced["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
 
-    deleted = crs.delete_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1")
+    deleted = clusters.delete("pg1")
     assert deleted["status"] == "Success" and deleted["details"]["uid"] == meta["uid"]
-    assert kube_api.get(f"{GROUP}/{VERSION}", "Cluster", "default", "pg1") is None
+    assert kube_api.get(CNPG, "Cluster", "default", "pg1") is None
 
 
-def test_not_found_is_a_kube_status(crs: client.CustomObjectsApi) -> None:
+def test_not_found_is_a_kube_status(clusters: Crs) -> None:
     with pytest.raises(client.ApiException) as err:
-        crs.get_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "nope")
+        clusters.get("nope")
     assert err.value.status == 404
-    assert status_of(err.value) == {
+    assert failure(err) == {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -99,55 +146,86 @@ def test_not_found_is_a_kube_status(crs: client.CustomObjectsApi) -> None:
 def test_core_not_found_has_no_group(core: client.CoreV1Api) -> None:
     with pytest.raises(client.ApiException) as err:
         core.read_namespaced_secret("nope", "default")
-    assert status_of(err.value)["message"] == 'secrets "nope" not found'
-    assert status_of(err.value)["details"] == {"name": "nope", "kind": "secrets"}
+    assert failure(err)["message"] == 'secrets "nope" not found'
+    assert failure(err)["details"] == {"name": "nope", "kind": "secrets"}
 
 
-def test_creating_twice_is_already_exists(crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster())
+def test_creating_twice_is_already_exists(clusters: Crs) -> None:
+    clusters.create(cluster())
     with pytest.raises(client.ApiException) as err:
-        create(crs, cluster())
+        clusters.create(cluster())
     assert err.value.status == 409
-    body = status_of(err.value)
-    assert body["reason"] == "AlreadyExists"
-    assert body["message"] == 'clusters.postgresql.cnpg.io "pg1" already exists'
+    assert failure(err)["reason"] == "AlreadyExists"
+    assert failure(err)["message"] == 'clusters.postgresql.cnpg.io "pg1" already exists'
 
 
-def test_stale_resource_version_is_a_conflict(crs: client.CustomObjectsApi) -> None:
-    first = create(crs, cluster())
-    crs.patch_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"instances": 2}})
+def test_stale_resource_version_is_a_conflict(clusters: Crs) -> None:
+    first = clusters.create(cluster())
+    clusters.patch("pg1", {"spec": {"instances": 2}})
     first["spec"]["instances"] = 4
     with pytest.raises(client.ApiException) as err:
-        crs.replace_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", first)
+        clusters.replace("pg1", first)
     assert err.value.status == 409
-    assert status_of(err.value)["message"] == (
+    assert failure(err)["message"] == (
         'Operation cannot be fulfilled on clusters.postgresql.cnpg.io "pg1": the object has been modified; '
         "please apply your changes to the latest version and try again"
     )
 
 
-def test_create_in_missing_namespace_is_not_found(crs: client.CustomObjectsApi) -> None:
+def test_patch_with_stale_resource_version_is_a_conflict(clusters: Crs) -> None:
+    clusters.create(cluster())
     with pytest.raises(client.ApiException) as err:
-        create(crs, cluster(), namespace="ghost")
+        clusters.patch("pg1", {"metadata": {"resourceVersion": "1"}, "spec": {"instances": 2}})
+    assert failure(err)["reason"] == "Conflict"
+
+
+def test_replace_without_resource_version_is_invalid_for_custom_resources(clusters: Crs) -> None:
+    clusters.create(cluster())
+    with pytest.raises(client.ApiException) as err:
+        clusters.replace("pg1", cluster(instances=2))
+    assert failure(err)["message"] == (
+        'Cluster.postgresql.cnpg.io "pg1" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+        "must be specified for an update"
+    )
+
+
+def test_create_in_missing_namespace_is_not_found(clusters: Crs) -> None:
+    with pytest.raises(client.ApiException) as err:
+        clusters.create(cluster(), namespace="ghost")
     assert err.value.status == 404
-    assert status_of(err.value)["message"] == 'namespaces "ghost" not found'
+    assert failure(err)["message"] == 'namespaces "ghost" not found'
 
 
-def test_generate_name_makes_a_unique_name(crs: client.CustomObjectsApi) -> None:
+def test_added_namespaces_accept_objects(kube_api: KubeApi, clusters: Crs, core: client.CoreV1Api) -> None:
+    kube_api.add_namespace("staging")
+    clusters.create(cluster(), namespace="staging")
+    assert names(core.list_namespace().items) == ["default", "prod", "staging"]
+    status = core.read_namespace("prod").status
+    assert status is not None and status.phase == "Active"
+
+
+def test_generate_name_makes_a_unique_name(clusters: Crs) -> None:
     body = cluster()
     body["metadata"] = {"generateName": "pg-"}
-    created = create(crs, body)
+    created = clusters.create(body)
     assert created["metadata"]["name"].startswith("pg-") and len(created["metadata"]["name"]) == 8
+
+
+def test_writes_record_the_field_manager(clusters: Crs) -> None:
+    created = clusters.create(cluster())
+    assert created["metadata"]["managedFields"][0]["manager"] == "OpenAPI-Generator"
+    patched = clusters.patch("pg1", {"spec": {"instances": 2}}, field_manager="cnpg-mcp")
+    assert {e["manager"] for e in patched["metadata"]["managedFields"]} == {"OpenAPI-Generator", "cnpg-mcp"}
 
 
 # ---------------------------------------------------------------- validation against the real CRD
 
 
-def test_instances_below_minimum_is_invalid(crs: client.CustomObjectsApi) -> None:
+def test_instances_below_minimum_is_invalid(clusters: Crs) -> None:
     with pytest.raises(client.ApiException) as err:
-        create(crs, cluster(instances=0))
+        clusters.create(cluster(instances=0))
     assert err.value.status == 422
-    body = status_of(err.value)
+    body = failure(err)
     assert body["reason"] == "Invalid"
     assert body["message"] == (
         'Cluster.postgresql.cnpg.io "pg1" is invalid: spec.instances: Invalid value: 0: '
@@ -162,12 +240,13 @@ def test_instances_below_minimum_is_invalid(crs: client.CustomObjectsApi) -> Non
     ]
 
 
-def test_quantity_pattern_and_enum_and_type_are_checked(crs: client.CustomObjectsApi) -> None:
+def test_quantity_pattern_and_enum_and_type_are_checked(clusters: Crs) -> None:
     body = cluster(resources={"limits": {"memory": "lots"}}, primaryUpdateStrategy="sometimes")
     body["spec"]["instances"] = "three"
     with pytest.raises(client.ApiException) as err:
-        create(crs, body)
-    message = status_of(err.value)["message"]
+        clusters.create(body)
+    message = failure(err)["message"]
+    assert message.startswith('Cluster.postgresql.cnpg.io "pg1" is invalid: [')
     assert (
         'spec.instances: Invalid value: "string": spec.instances in body must be of type integer: "string"'
     ) in message
@@ -177,73 +256,113 @@ def test_quantity_pattern_and_enum_and_type_are_checked(crs: client.CustomObject
     assert (
         'spec.resources.limits.memory: Invalid value: "lots": spec.resources.limits.memory in body should match'
     ) in message
-    assert message.startswith('Cluster.postgresql.cnpg.io "pg1" is invalid: [')
+    assert message.endswith(
+        '<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; '
+        "correct the existing errors to complete validation]"
+    )
 
 
-def test_missing_required_field_is_invalid(crs: client.CustomObjectsApi) -> None:
-    body = cluster(bootstrap={"recovery": {"source": "x"}}, externalClusters=[{"connectionParameters": {}}])
+def test_missing_required_field_is_invalid(clusters: Crs) -> None:
+    body = cluster(externalClusters=[{"connectionParameters": {}}])
     with pytest.raises(client.ApiException) as err:
-        create(crs, body)
-    assert "spec.externalClusters[0].name: Required value" in status_of(err.value)["message"]
+        clusters.create(body)
+    assert failure(err)["message"].endswith("spec.externalClusters[0].name: Required value")
 
 
-def test_unknown_field_with_strict_validation_is_bad_request(crs: client.CustomObjectsApi) -> None:
+def test_unknown_field_with_strict_validation_is_bad_request(clusters: Crs) -> None:
     with pytest.raises(client.ApiException) as err:
-        create(crs, cluster(foo=1), field_validation="Strict")
+        clusters.create(cluster(foo=1, storage={"size": "1Gi", "bar": 2}), field_validation="Strict")
     assert err.value.status == 400
-    assert status_of(err.value)["message"] == 'strict decoding error: unknown field "spec.foo"'
+    assert failure(err)["message"] == (
+        'strict decoding error: unknown field "spec.foo", unknown field "spec.storage.bar"'
+    )
 
 
 def test_unknown_field_by_default_is_pruned_with_a_warning(kube_api: KubeApi, api: client.ApiClient) -> None:
-    response = api.call_api(  # raw call to see the Warning header the typed client swallows
-        *api.param_serialize(
-            "POST",
-            "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters",
-            body=cluster(foo=1),
-            header_params={"Content-Type": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-    )
+    response = raw(api, "POST", "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters", cluster(foo=1))
     assert response.status == 201
-    assert response.getheader("Warning") == '299 - "unknown field \\"spec.foo\\""'
-    stored = kube_api.get(f"{GROUP}/{VERSION}", "clusters", "default", "pg1")
+    assert response.headers.get("Warning") == '299 - "unknown field \\"spec.foo\\""'
+    stored = kube_api.get(CNPG, "clusters", "default", "pg1")
     assert stored is not None and "foo" not in stored["spec"]
 
 
-def test_cel_rule_mutually_exclusive_fields(crs: client.CustomObjectsApi) -> None:
+def test_unknown_field_with_ignore_is_pruned_silently(kube_api: KubeApi, clusters: Crs) -> None:
+    created = clusters.create(cluster(foo=1), field_validation="Ignore")
+    assert "foo" not in created["spec"]
+
+
+def test_cel_rule_mutually_exclusive_fields(clusters: Crs) -> None:
     body = cluster(
         imageName="ghcr.io/cloudnative-pg/postgresql:17",
         imageCatalogRef={"apiGroup": GROUP, "kind": "ImageCatalog", "name": "pg", "major": 17},
     )
     with pytest.raises(client.ApiException) as err:
-        create(crs, body)
-    assert status_of(err.value)["message"] == (
+        clusters.create(body)
+    assert failure(err)["message"] == (
         'Cluster.postgresql.cnpg.io "pg1" is invalid: spec: Invalid value: "object": '
         "imageName and imageCatalogRef are mutually exclusive"
     )
 
 
-def test_cel_transition_rule_makes_field_immutable(crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster(serviceAccountName="one"))
+def test_cel_transition_rule_makes_field_immutable(clusters: Crs) -> None:
+    clusters.create(cluster(serviceAccountName="one"))
     with pytest.raises(client.ApiException) as err:
-        crs.patch_namespaced_custom_object(
-            GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"serviceAccountName": "two"}}
-        )
-    assert status_of(err.value)["message"].endswith(
+        clusters.patch("pg1", {"spec": {"serviceAccountName": "two"}})
+    assert failure(err)["message"].endswith(
         'spec.serviceAccountName: Invalid value: "string": serviceAccountName is immutable'
     )
 
 
-def test_invalid_object_name_is_rejected(crs: client.CustomObjectsApi) -> None:
+def test_backup_spec_is_immutable(api: client.ApiClient) -> None:
+    backups = Crs(api, "backups")
+    backups.create(
+        {"apiVersion": CNPG, "kind": "Backup", "metadata": {"name": "b1"}, "spec": {"cluster": {"name": "a"}}}
+    )
     with pytest.raises(client.ApiException) as err:
-        create(crs, cluster(name="Bad_Name"))
-    assert status_of(err.value)["message"].startswith(
+        backups.patch("b1", {"spec": {"cluster": {"name": "b"}}})
+    assert 'spec: Invalid value: "object": BackupSpec is immutable once set' in failure(err)["message"]
+    assert backups.patch("b1", {"metadata": {"labels": {"kept": "yes"}}})["metadata"]["labels"] == {"kept": "yes"}
+
+
+def test_database_and_role_rules(api: client.ApiClient) -> None:
+    databases, roles = Crs(api, "databases"), Crs(api, "databaseroles")
+    database: Obj = {
+        "apiVersion": CNPG,
+        "kind": "Database",
+        "metadata": {"name": "db"},
+        "spec": {"cluster": {"name": "pg1"}, "name": "postgres", "owner": "app"},
+    }
+    with pytest.raises(client.ApiException) as err:
+        databases.create(database)
+    assert failure(err)["message"].endswith('spec.name: Invalid value: "string": the name postgres is reserved')
+    database["spec"]["name"] = "app"
+    assert databases.create(database)["spec"]["ensure"] == "present", "schema default"
+    spec = {"cluster": {"name": "pg1"}, "name": "pg_reader"}
+    role = {"apiVersion": CNPG, "kind": "DatabaseRole", "metadata": {"name": "r"}, "spec": spec}
+    with pytest.raises(client.ApiException) as err:
+        roles.create(role)
+    assert "role names starting with pg_ are reserved by PostgreSQL" in failure(err)["message"]
+
+
+def test_invalid_object_name_is_rejected(clusters: Crs) -> None:
+    with pytest.raises(client.ApiException) as err:
+        clusters.create(cluster(name="Bad_Name"))
+    assert failure(err)["message"].startswith(
         'Cluster.postgresql.cnpg.io "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": '
         "a lowercase RFC 1123 subdomain must consist of"
     )
 
 
-FULL_CLUSTER: dict[str, Any] = {
+def test_update_tolerates_unchanged_invalid_fields(kube_api: KubeApi, clusters: Crs) -> None:
+    """Validation ratcheting: a seeded object invalid in one field can still be patched elsewhere."""
+    kube_api.seed(cluster(instances=3, logLevel="chatty"))
+    patched = clusters.patch("pg1", {"spec": {"instances": 2}})
+    assert patched["spec"]["instances"] == 2
+    with pytest.raises(client.ApiException):
+        clusters.patch("pg1", {"spec": {"logLevel": "noisy"}})
+
+
+FULL_CLUSTER: Obj = {
     "apiVersion": "postgresql.cnpg.io/v1",
     "kind": "Cluster",
     "metadata": {"name": "prod-db", "labels": {"team": "data"}, "annotations": {"note": "x"}},
@@ -302,8 +421,8 @@ FULL_CLUSTER: dict[str, Any] = {
 }
 
 
-def test_a_realistic_full_cluster_is_accepted(crs: client.CustomObjectsApi) -> None:
-    created = create(crs, json.loads(json.dumps(FULL_CLUSTER)), field_validation="Strict")
+def test_a_realistic_full_cluster_is_accepted(clusters: Crs) -> None:
+    created = clusters.create(json.loads(json.dumps(FULL_CLUSTER)), field_validation="Strict")
     assert created["spec"]["postgresql"]["parameters"]["shared_buffers"] == "256MB"
     assert created["spec"]["bootstrap"]["initdb"]["owner"] == "app"
 
@@ -311,96 +430,106 @@ def test_a_realistic_full_cluster_is_accepted(crs: client.CustomObjectsApi) -> N
 # ---------------------------------------------------------------- dry run, patches, status subresource
 
 
-def test_dry_run_validates_and_stores_nothing(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
-    preview = create(crs, cluster(), dry_run="All")
+def test_dry_run_validates_and_stores_nothing(kube_api: KubeApi, clusters: Crs) -> None:
+    preview = clusters.create(cluster(), dry_run="All")
     assert preview["metadata"]["name"] == "pg1" and "resourceVersion" not in preview["metadata"]
-    assert kube_api.get(f"{GROUP}/{VERSION}", "Cluster", "default", "pg1") is None
+    assert kube_api.get(CNPG, "Cluster", "default", "pg1") is None
     assert kube_api.writes() == 0
     assert kube_api.requests[-1].query == {"dryRun": "All"}
     with pytest.raises(client.ApiException) as err:
-        create(crs, cluster(instances=0), dry_run="All")
+        clusters.create(cluster(instances=0), dry_run="All")
     assert err.value.status == 422
 
 
-def test_dry_run_patch_and_delete_change_nothing(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster())
+def test_dry_run_patch_and_delete_change_nothing(kube_api: KubeApi, clusters: Crs) -> None:
+    clusters.create(cluster())
     before = kube_api.writes()
-    patched = crs.patch_namespaced_custom_object(
-        GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"instances": 5}}, dry_run="All"
-    )
-    assert patched["spec"]["instances"] == 5
-    crs.delete_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", dry_run="All")
-    stored = kube_api.get(f"{GROUP}/{VERSION}", "Cluster", "default", "pg1")
+    assert clusters.patch("pg1", {"spec": {"instances": 5}}, dry_run="All")["spec"]["instances"] == 5
+    clusters.delete("pg1", dry_run="All")
+    clusters.delete("pg1", body=client.V1DeleteOptions(dry_run=["All"]))
+    stored = kube_api.get(CNPG, "Cluster", "default", "pg1")
     assert stored is not None and stored["spec"]["instances"] == 3
     assert kube_api.writes() == before
 
 
-def test_merge_patch_and_json_patch(crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster(description="old"))
-    merged = crs.patch_namespaced_custom_object(
-        GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"instances": 2, "description": None}}
-    )
+def test_merge_patch_and_json_patch(clusters: Crs) -> None:
+    clusters.create(cluster(description="old"))
+    merged = clusters.patch("pg1", {"spec": {"instances": 2, "description": None}})
     assert merged["spec"]["instances"] == 2 and "description" not in merged["spec"]
-    patched = crs.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        "default",
-        "clusters",
-        "pg1",
-        [
-            {"op": "test", "path": "/spec/instances", "value": 2},
-            {"op": "replace", "path": "/spec/instances", "value": 4},
-        ],
-        _content_type="application/json-patch+json",
-    )
+    ops = [
+        {"op": "test", "path": "/spec/instances", "value": 2},
+        {"op": "replace", "path": "/spec/instances", "value": 4},
+        {"op": "add", "path": "/metadata/labels", "value": {"tier": "gold"}},
+    ]
+    patched = clusters.patch("pg1", ops, _content_type=JSON_PATCH)
     assert patched["spec"]["instances"] == 4 and patched["metadata"]["generation"] == 3
+    assert patched["metadata"]["labels"] == {"tier": "gold"}
 
 
-def test_patch_validates_the_result(crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster())
+def test_failed_json_patch_test_changes_nothing(kube_api: KubeApi, clusters: Crs) -> None:
+    clusters.create(cluster())
+    ops = [
+        {"op": "test", "path": "/spec/instances", "value": 9},
+        {"op": "replace", "path": "/spec/instances", "value": 1},
+    ]
     with pytest.raises(client.ApiException) as err:
-        crs.patch_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"instances": 0}})
+        clusters.patch("pg1", ops, _content_type=JSON_PATCH)
+    assert err.value.status == 422
+    assert kube_api.get(CNPG, "Cluster", "default", "pg1")["spec"]["instances"] == 3  # type: ignore[index]
+
+
+def test_patch_validates_the_result(clusters: Crs) -> None:
+    clusters.create(cluster())
+    with pytest.raises(client.ApiException) as err:
+        clusters.patch("pg1", {"spec": {"instances": 0}})
     assert err.value.status == 422
 
 
-def test_strategic_merge_patch_on_custom_resource_is_unsupported(crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster())
+def test_no_op_patch_keeps_the_resource_version(clusters: Crs) -> None:
+    created = clusters.create(cluster())
+    again = clusters.patch("pg1", {"spec": {"instances": 3}})
+    assert again["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
+def test_strategic_merge_patch_on_custom_resource_is_unsupported(clusters: Crs) -> None:
+    clusters.create(cluster())
     with pytest.raises(client.ApiException) as err:
-        crs.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            "default",
-            "clusters",
-            "pg1",
-            {"spec": {"instances": 2}},
-            _content_type="application/strategic-merge-patch+json",
-        )
+        clusters.patch("pg1", {"spec": {"instances": 2}}, _content_type="application/strategic-merge-patch+json")
     assert err.value.status == 415
-    assert status_of(err.value)["reason"] == "UnsupportedMediaType"
+    assert failure(err)["reason"] == "UnsupportedMediaType"
 
 
-def test_status_subresource_is_separate_from_spec(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
+def test_status_subresource_is_separate_from_spec(clusters: Crs) -> None:
     body = cluster()
     body["status"] = {"phase": "ignored on create"}
-    created = create(crs, body)
-    assert "status" not in created
-    updated = crs.patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
-        "default",
-        "clusters",
-        "pg1",
-        {"status": {"phase": "Cluster in healthy state"}, "spec": {"instances": 9}},
-    )
+    assert "status" not in clusters.create(body)
+    updated = clusters.patch_status("pg1", {"status": {"phase": "Cluster in healthy state"}, "spec": {"instances": 9}})
     assert updated["status"]["phase"] == "Cluster in healthy state"
     assert updated["spec"]["instances"] == 3 and updated["metadata"]["generation"] == 1
-    main = crs.patch_namespaced_custom_object(
-        GROUP, VERSION, "default", "clusters", "pg1", {"status": {"phase": "hacked"}, "spec": {"instances": 2}}
-    )
+    main = clusters.patch("pg1", {"status": {"phase": "hacked"}, "spec": {"instances": 2}})
     assert main["status"]["phase"] == "Cluster in healthy state" and main["spec"]["instances"] == 2
 
 
-# ---------------------------------------------------------------- selectors, RBAC, auth
+def test_scale_subresource_sets_instances(api: client.ApiClient, clusters: Crs) -> None:
+    clusters.create(cluster())
+    objects = client.CustomObjectsApi(api)
+    scale = _obj(objects.get_namespaced_custom_object_scale(GROUP, VERSION, "default", "clusters", "pg1"))
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
+    objects.patch_namespaced_custom_object_scale(
+        GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"replicas": 5}}
+    )
+    assert clusters.get("pg1")["spec"]["instances"] == 5
+
+
+def test_server_side_apply_creates_then_updates(api: client.ApiClient, clusters: Crs) -> None:
+    path = "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/pg1?fieldManager=mcp"
+    apply = "application/apply-patch+yaml"
+    assert raw(api, "PATCH", path, cluster(), apply).status == 201
+    assert raw(api, "PATCH", path, cluster(instances=4), apply).status == 200
+    assert clusters.get("pg1")["spec"]["instances"] == 4
+
+
+# ---------------------------------------------------------------- selectors, listing, discovery
 
 
 def test_label_selectors(kube_api: KubeApi, core: client.CoreV1Api) -> None:
@@ -411,15 +540,18 @@ def test_label_selectors(kube_api: KubeApi, core: client.CoreV1Api) -> None:
     ]:
         kube_api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}})
 
-    def names(selector: str) -> list[str]:
-        return [p.metadata.name for p in core.list_namespaced_pod("default", label_selector=selector).items]
+    def select(selector: str) -> list[str]:
+        return names(core.list_namespaced_pod("default", label_selector=selector).items)
 
-    assert names("cnpg.io/cluster=pg1") == ["a", "b"]
-    assert names("cnpg.io/cluster==pg1,role!=primary") == ["b"]
-    assert names("role in (primary, replica)") == ["a", "b"]
-    assert names("cnpg.io/cluster notin (pg1)") == ["c"]
-    assert names("role") == ["a", "b"]
-    assert names("!role") == ["c"]
+    assert select("cnpg.io/cluster=pg1") == ["a", "b"]
+    assert select("cnpg.io/cluster==pg1,role!=primary") == ["b"]
+    assert select("role in (primary, replica)") == ["a", "b"]
+    assert select("cnpg.io/cluster notin (pg1)") == ["c"]
+    assert select("role") == ["a", "b"]
+    assert select("!role") == ["c"]
+    with pytest.raises(client.ApiException) as err:
+        select("bad key!=x")
+    assert err.value.status == 400
 
 
 def test_field_selectors_on_pods_and_events(kube_api: KubeApi, core: client.CoreV1Api) -> None:
@@ -437,25 +569,66 @@ def test_field_selectors_on_pods_and_events(kube_api: KubeApi, core: client.Core
                 "type": "Normal",
             }
         )
-    running = core.list_namespaced_pod("default", field_selector="status.phase=Running").items
-    assert [p.metadata.name for p in running] == ["p1"]
-    events = core.list_namespaced_event(
-        "default", field_selector="involvedObject.name=pg2,involvedObject.kind=Cluster"
-    ).items
-    assert [e.metadata.name for e in events] == ["e1"]
+    assert names(core.list_namespaced_pod("default", field_selector="status.phase=Running").items) == ["p1"]
+    selector = "involvedObject.name=pg2,involvedObject.kind=Cluster"
+    assert names(core.list_namespaced_event("default", field_selector=selector).items) == ["e1"]
     with pytest.raises(client.ApiException) as err:
         core.list_namespaced_pod("default", field_selector="spec.foo=x")
-    assert status_of(err.value)["message"] == "field label not supported: spec.foo"
+    assert failure(err)["message"] == "field label not supported: spec.foo"
 
 
-def test_forbidden_is_a_kube_status(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
-    create(crs, cluster())
+def test_events_k8s_io_view_of_core_events(kube_api: KubeApi, api: client.ApiClient) -> None:
+    kube_api.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "e1"},
+            "involvedObject": {"kind": "Cluster", "name": "pg1", "namespace": "default"},
+            "reason": "Switchover",
+            "message": "primary changed",
+            "type": "Warning",
+            "source": {"component": "cloudnative-pg"},
+            # Events recorded through the core API often lack eventTime; the events.k8s.io view then has
+            # eventTime null, which the client's EventsV1Event model rejects, exactly as against a real cluster.
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+        }
+    )
+    events = client.EventsV1Api(api).list_namespaced_event("default", field_selector="regarding.name=pg1").items
+    assert [(e.note, e.regarding and e.regarding.name, e.reporting_controller) for e in events] == [
+        ("primary changed", "pg1", "cloudnative-pg")
+    ]
+
+
+def test_lists_of_builtin_kinds_page_with_limit_and_continue(kube_api: KubeApi, core: client.CoreV1Api) -> None:
+    for i in range(5):
+        kube_api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"}})
+    page = core.list_namespaced_pod("default", limit=2)
+    assert page.metadata is not None and page.metadata.remaining_item_count == 3
+    assert names(page.items) == ["p0", "p1"]
+    rest = core.list_namespaced_pod("default", limit=10, _continue=page.metadata._continue)
+    assert rest.metadata is not None and rest.metadata._continue is None
+    assert names(rest.items) == ["p2", "p3", "p4"]
+    assert rest.items[0].kind is None, "items of typed lists carry no kind, as from the real server"
+
+
+def test_dynamic_client_discovers_cnpg_resources(api: client.ApiClient) -> None:
+    resource = dynamic.DynamicClient(api).resources.get(  # type: ignore[no-untyped-call]
+        api_version=CNPG, kind="Cluster"
+    )
+    assert resource.namespaced and resource.name == "clusters"
+
+
+# ---------------------------------------------------------------- RBAC and authentication
+
+
+def test_forbidden_is_a_kube_status(kube_api: KubeApi, clusters: Crs) -> None:
+    clusters.create(cluster())
     kube_api.user = "system:serviceaccount:ns:sa"
     kube_api.forbid("patch", GROUP, "clusters", "default")
     with pytest.raises(client.ApiException) as err:
-        crs.patch_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", {"spec": {"instances": 2}})
+        clusters.patch("pg1", {"spec": {"instances": 2}})
     assert err.value.status == 403
-    assert status_of(err.value) == {
+    assert failure(err) == {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -466,26 +639,49 @@ def test_forbidden_is_a_kube_status(kube_api: KubeApi, crs: client.CustomObjects
         "details": {"name": "pg1", "group": GROUP, "kind": "clusters"},
         "code": 403,
     }
-    assert crs.get_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1")
+    assert clusters.get("pg1"), "other verbs stay allowed"
 
 
 def test_forbidden_list_at_cluster_scope(kube_api: KubeApi, core: client.CoreV1Api) -> None:
     kube_api.forbid("list", "", "pods")
     with pytest.raises(client.ApiException) as err:
         core.list_pod_for_all_namespaces()
-    assert status_of(err.value)["message"] == (
+    assert failure(err)["message"] == (
         f'pods is forbidden: User "{kube_api.user}" cannot list resource "pods" in API group "" at the cluster scope'
     )
 
 
+def test_forbidden_subresource_names_it(kube_api: KubeApi, core: client.CoreV1Api) -> None:
+    kube_api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "prod"}})
+    kube_api.forbid("get", "", "pods/log", "prod")
+    with pytest.raises(client.ApiException) as err:
+        core.read_namespaced_pod_log("p", "prod")
+    assert failure(err)["message"] == (
+        f'pods "p" is forbidden: User "{kube_api.user}" cannot get resource "pods/log" in API group "" '
+        'in the namespace "prod"'
+    )
+    assert names([core.read_namespaced_pod("p", "prod")]) == ["p"]
+
+
 def test_wrong_token_is_unauthorized(kube_api: KubeApi) -> None:
-    http = urllib3.PoolManager()
-    response = http.request("GET", kube_api.url + "/api/v1/namespaces", headers={"Authorization": "Bearer wrong"})
+    response = urllib3.PoolManager().request(
+        "GET", kube_api.url + "/api/v1/namespaces", headers={"Authorization": "Bearer wrong"}
+    )
     assert response.status == 401
     assert json.loads(response.data)["reason"] == "Unauthorized"
 
 
-# ---------------------------------------------------------------- pods/log, secrets, deletion
+def test_kubeconfig_names_context_test_in_namespace_default(kube_api: KubeApi) -> None:
+    from kubernetes import config
+
+    _, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+        config_file=str(kube_api.kubeconfig_path)
+    )
+    assert current["name"] == "test" and current["context"]["namespace"] == "default"
+    assert Path(kube_api.kubeconfig_path).read_text().count(kube_api.url) == 1
+
+
+# ---------------------------------------------------------------- pods/log
 
 
 def test_pod_log_tail_since_and_limit(kube_api: KubeApi, core: client.CoreV1Api) -> None:
@@ -497,87 +693,117 @@ def test_pod_log_tail_since_and_limit(kube_api: KubeApi, core: client.CoreV1Api)
             "spec": {"containers": [{"name": "postgres", "image": "pg"}]},
         }
     )
-    old = datetime.now(UTC) - timedelta(hours=1)
-    kube_api.set_pod_log(
-        "default", "pg1-1", "one\ntwo\nthree\nfour", times=[old, old, datetime.now(UTC), datetime.now(UTC)]
-    )
+    old, now = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC)
+    kube_api.set_pod_log("default", "pg1-1", "one\ntwo\nthree\nfour", times=[old, old, now, now])
     assert core.read_namespaced_pod_log("pg1-1", "default") == "one\ntwo\nthree\nfour\n"
     assert core.read_namespaced_pod_log("pg1-1", "default", tail_lines=2) == "three\nfour\n"
     assert core.read_namespaced_pod_log("pg1-1", "default", since_seconds=60) == "three\nfour\n"
     assert core.read_namespaced_pod_log("pg1-1", "default", limit_bytes=5) == "one\nt"
     with pytest.raises(client.ApiException) as err:
         core.read_namespaced_pod_log("pg1-1", "default", container="sidecar")
-    assert status_of(err.value)["message"] == "container sidecar is not valid for pod pg1-1"
+    assert failure(err)["message"] == "container sidecar is not valid for pod pg1-1"
+    with pytest.raises(client.ApiException) as err:
+        core.read_namespaced_pod_log("pg1-1", "default", previous=True)
+    assert failure(err)["message"] == 'previous terminated container "postgres" in pod "pg1-1" not found'
+
+
+def test_pod_log_needs_a_container_when_there_are_several(kube_api: KubeApi, core: client.CoreV1Api) -> None:
+    containers = [{"name": "postgres", "image": "pg"}, {"name": "exporter", "image": "x"}]
+    kube_api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}})
+    kube_api.set_pod_log("default", "p", "from exporter", container="exporter")
+    with pytest.raises(client.ApiException) as err:
+        core.read_namespaced_pod_log("p", "default")
+    assert failure(err)["message"] == "a container name must be specified for pod p, choose one of: [postgres exporter]"
+    assert core.read_namespaced_pod_log("p", "default", container="exporter") == "from exporter\n"
+    assert core.read_namespaced_pod_log("p", "default", container="postgres") == ""
+
+
+# ---------------------------------------------------------------- secrets and deletion
 
 
 def test_basic_auth_secret_needs_credentials(core: client.CoreV1Api) -> None:
     body = client.V1Secret(metadata=client.V1ObjectMeta(name="creds"), type="kubernetes.io/basic-auth", data={})
     with pytest.raises(client.ApiException) as err:
         core.create_namespaced_secret("default", body)
-    assert status_of(err.value)["message"] == (
+    assert failure(err)["message"] == (
         'Secret "creds" is invalid: [data[username]: Required value, data[password]: Required value]'
     )
     body.string_data = {"username": "app", "password": "s3cret"}
     created = core.create_namespaced_secret("default", body)
-    assert base64.b64decode(created.data["password"]) == b"s3cret" and created.string_data is None
+    assert created.data is not None and created.string_data is None
+    assert base64.b64decode(created.data["password"]) == b"s3cret"
 
 
-def test_deleting_an_owner_deletes_its_secret(
-    kube_api: KubeApi, crs: client.CustomObjectsApi, core: client.CoreV1Api
-) -> None:
-    owner = create(crs, cluster())
-    ref = client.V1OwnerReference(
-        api_version=f"{GROUP}/{VERSION}", kind="Cluster", name="pg1", uid=owner["metadata"]["uid"], controller=True
-    )
+def test_secret_data_must_be_base64(api: client.ApiClient) -> None:
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "not base64!"}}
+    response = raw(api, "POST", "/api/v1/namespaces/default/secrets", body)
+    assert response.status == 400
+    assert json.loads(response.read())["message"].startswith('Secret in version "v1" cannot be handled as a Secret')
+
+
+def test_secret_strategic_merge_patch_merges_data(core: client.CoreV1Api) -> None:
     core.create_namespaced_secret(
-        "default",
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="pg1-app", owner_references=[ref]), string_data={"password": "x"}
-        ),
+        "default", client.V1Secret(metadata=client.V1ObjectMeta(name="s"), string_data={"a": "1"})
     )
-    assert core.read_namespaced_secret("pg1-app", "default").metadata.owner_references[0].uid == ref.uid
-    crs.delete_namespaced_custom_object(
-        GROUP, VERSION, "default", "clusters", "pg1", body=client.V1DeleteOptions(propagation_policy="Foreground")
+    patched = core.patch_namespaced_secret("s", "default", {"stringData": {"b": "2"}})
+    assert patched.data is not None and sorted(patched.data) == ["a", "b"]
+
+
+def test_deleting_an_owner_deletes_its_secret(kube_api: KubeApi, clusters: Crs, core: client.CoreV1Api) -> None:
+    owner = clusters.create(cluster())
+    ref = client.V1OwnerReference(api_version=CNPG, kind="Cluster", name="pg1", uid=owner["metadata"]["uid"])
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="pg1-app", owner_references=[ref]), string_data={"password": "x"}
     )
+    core.create_namespaced_secret("default", secret)
+    stored = core.read_namespaced_secret("pg1-app", "default")
+    assert stored.metadata is not None and stored.metadata.owner_references == [ref]
+    clusters.delete("pg1", body=client.V1DeleteOptions(propagation_policy="Foreground"))
     assert kube_api.get("v1", "Secret", "default", "pg1-app") is None
-    assert kube_api.get(f"{GROUP}/{VERSION}", "Cluster", "default", "pg1") is None
+    assert kube_api.get(CNPG, "Cluster", "default", "pg1") is None
 
 
-def test_orphan_deletion_keeps_dependents(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
-    owner = create(crs, cluster())
-    kube_api.seed(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": "s",
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "Cluster",
-                        "name": "pg1",
-                        "uid": owner["metadata"]["uid"],
-                    }
-                ],
-            },
-        }
-    )
-    crs.delete_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", propagation_policy="Orphan")
+def test_background_deletion_is_the_default_and_cascades(kube_api: KubeApi, clusters: Crs) -> None:
+    owner = clusters.create(cluster())
+    ref = {"apiVersion": CNPG, "kind": "Cluster", "name": "pg1", "uid": owner["metadata"]["uid"]}
+    kube_api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pg1-1", "ownerReferences": [ref]}})
+    clusters.delete("pg1")
+    assert kube_api.get("v1", "pods", "default", "pg1-1") is None
+
+
+def test_orphan_deletion_keeps_dependents(kube_api: KubeApi, clusters: Crs) -> None:
+    owner = clusters.create(cluster())
+    ref = {"apiVersion": CNPG, "kind": "Cluster", "name": "pg1", "uid": owner["metadata"]["uid"]}
+    kube_api.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "ownerReferences": [ref]}})
+    clusters.delete("pg1", propagation_policy="Orphan")
     secret = kube_api.get("v1", "Secret", "default", "s")
     assert secret is not None and "ownerReferences" not in secret["metadata"]
 
 
-def test_finalizers_delay_deletion(kube_api: KubeApi, crs: client.CustomObjectsApi) -> None:
+def test_delete_precondition_on_uid(clusters: Crs) -> None:
+    clusters.create(cluster())
+    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid="other"))
+    with pytest.raises(client.ApiException) as err:
+        clusters.delete("pg1", body=options)
+    assert err.value.status == 409
+    assert "Precondition failed: UID in precondition: other" in failure(err)["message"]
+
+
+def test_finalizers_delay_deletion(kube_api: KubeApi, clusters: Crs) -> None:
     body = cluster()
     body["metadata"]["finalizers"] = ["cnpg.io/protect"]
-    create(crs, body)
-    pending = crs.delete_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1")
+    clusters.create(body)
+    pending = clusters.delete("pg1")
     assert pending["metadata"]["deletionTimestamp"]
-    crs.patch_namespaced_custom_object(GROUP, VERSION, "default", "clusters", "pg1", {"metadata": {"finalizers": None}})
-    assert kube_api.get(f"{GROUP}/{VERSION}", "Cluster", "default", "pg1") is None
+    assert kube_api.get(CNPG, "Cluster", "default", "pg1") is not None
+    clusters.patch("pg1", {"metadata": {"finalizers": None}})
+    assert kube_api.get(CNPG, "Cluster", "default", "pg1") is None
 
 
-def test_fixture_starts_quickly(tmp_path: Any) -> None:
+# ---------------------------------------------------------------- the fixture itself
+
+
+def test_fixture_starts_quickly() -> None:
     started = time.perf_counter()
     server = KubeApi()
     server.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 
@@ -113,10 +114,16 @@ def resource_not_found() -> ApiError:
     return ApiError(404, "NotFound", "the server could not find the requested resource", {})
 
 
+class GoRaw(str):
+    """A bad value Go prints without quotes, e.g. the uint64 `0x0` of a missing resourceVersion."""
+
+
 def _go_value(value: Any) -> str:
     """How `field.Error.ErrorBody` prints a bad value: `%v` for numbers and booleans, `%q` for strings."""
+    if isinstance(value, GoRaw):
+        return str(value)
     if value is None:
-        return "null"
+        return '"null"'  # Go substitutes the string "null" for nil, then quotes it
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -162,6 +169,8 @@ class FieldError:
     field: str
     value: Any = _OMIT
     detail: str = ""
+    # Validation ratcheting: an error on a value an update left unchanged is dropped, except for transition rules.
+    ratchets: bool = dataclass_field(default=True, compare=False)
 
     def body(self) -> str:
         text = _ERROR_TYPES[self.kind][1]

@@ -33,7 +33,7 @@ from .errors import FieldError, invalid, not_supported, required
 try:
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - the C loader ships with the PyYAML wheels
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader
 
 Schema = dict[str, Any]
 
@@ -385,7 +385,8 @@ def check_rules(value: Any, schema: Schema, path: str, old: Any, errors: list[Fi
             errors.append(invalid(path, type_name, f"{exc} evaluating rule: {rule.get('message', src)}"))
             continue
         if ok is not True:
-            errors.append(invalid(path, type_name, rule.get("message") or f"failed rule: {src}"))
+            message = rule.get("message") or f"failed rule: {src}"
+            errors.append(FieldError("invalid", path, type_name, message, ratchets=not transition))
 
 
 def _correlate_list(value: list[Any], old: Any, schema: Schema) -> list[Any]:
@@ -411,7 +412,7 @@ def validate_custom_resource(obj: dict[str, Any], schema: Schema, old: dict[str,
         if key in ("metadata", "apiVersion", "kind") or key not in obj:
             continue
         validator.validate(obj[key], sub, key)
-    errors = validator.errors
+    errors = _ratchet(validator.errors, obj, old)
     # As in the CR strategy: type and enum failures block the CEL rules, reported by one extra error.
     if any(e.kind in ("type_invalid", "not_supported") for e in errors):
         errors.append(
@@ -428,5 +429,56 @@ def validate_custom_resource(obj: dict[str, Any], schema: Schema, old: dict[str,
     if old is not None:
         old_body = {k: v for k, v in old.items() if k in props and k not in ("metadata", "apiVersion", "kind")}
     root = {k: v for k, v in schema.items() if k != "x-kubernetes-validations"}
-    check_rules(body, root, "", old_body, errors)
-    return errors
+    rule_errors: list[FieldError] = []
+    check_rules(body, root, "", old_body, rule_errors)
+    return errors + _ratchet(rule_errors, obj, old)
+
+
+def _ratchet(errors: list[FieldError], obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    """Validation ratcheting (GA in Kubernetes 1.33): on update, errors about values left unchanged are dropped.
+
+    A missing required field ratchets when its parent object is unchanged. List items correlate by index here,
+    which is slightly more lenient than the API's key-based correlation for list-type=map lists."""
+    if old is None:
+        return errors
+    kept: list[FieldError] = []
+    for err in errors:
+        path = err.field
+        if err.kind == "required":
+            path = _parent_path(path)
+        if err.ratchets and path not in ("", "<nil>"):
+            new_value, old_value = _resolve(obj, path), _resolve(old, path)
+            if new_value is not cel._MISSING and new_value == old_value:
+                continue
+        kept.append(err)
+    return kept
+
+
+def _parent_path(path: str) -> str:
+    if path.endswith("]"):
+        return path[: path.rindex("[")]
+    return path.rpartition(".")[0]
+
+
+def _resolve(node: Any, path: str) -> Any:
+    """Follow a field path like `spec.a.b[0].c`; keys may contain dots (map keys), so match the longest key."""
+    rest = path
+    while rest:
+        if rest.startswith("["):
+            close = rest.index("]")
+            index = rest[1:close]
+            if not isinstance(node, list) or not index.isdigit() or int(index) >= len(node):
+                return cel._MISSING
+            node, rest = node[int(index)], rest[close + 1 :].removeprefix(".")
+            continue
+        if not isinstance(node, dict):
+            return cel._MISSING
+        match = ""
+        for key in node:
+            if rest == key or rest.startswith(key + ".") or rest.startswith(key + "["):
+                if len(key) > len(match):
+                    match = key
+        if not match:
+            return cel._MISSING
+        node, rest = node[match], rest[len(match) :].removeprefix(".")
+    return node

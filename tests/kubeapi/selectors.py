@@ -76,36 +76,37 @@ _EXISTS_REQ = re.compile(r"^\s*(!?)\s*([^\s=!(),]+)\s*$")
 
 def parse_label_selector(text: str) -> Predicate:
     """`labels.Parse`: =, ==, !=, in, notin, exists and !exists requirements joined by commas (AND)."""
-    checks: list[Predicate] = []
+    requirements: list[tuple[str, str, frozenset[str]]] = []
     if not text.strip():
         return lambda obj: True
     for raw in _split_top_level(text):
         if not raw.strip():
             raise bad_request(f"unable to parse requirement: found '', expected: identifier in {text!r}")
         if m := _SET_REQ.match(raw):
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            _check_key(key)
-            for value in values:
-                _check_value(key, value)
-            if op == "in":
-                checks.append(lambda o, k=key, vs=values: _labels(o).get(k) in vs)
-            else:
-                checks.append(lambda o, k=key, vs=values: _labels(o).get(k) not in vs)
+            key, op = m.group(1), m.group(2)
+            values = frozenset(v.strip() for v in m.group(3).split(",") if v.strip())
         elif m := _EQ_REQ.match(raw):
-            key, op, value = m.group(1), m.group(2), m.group(3)
-            _check_key(key)
-            _check_value(key, value)
-            if op == "!=":
-                checks.append(lambda o, k=key, v=value: _labels(o).get(k) != v)
-            else:
-                checks.append(lambda o, k=key, v=value: _labels(o).get(k) == v)
+            key, op, values = m.group(1), ("!=" if m.group(2) == "!=" else "="), frozenset([m.group(3)])
         elif m := _EXISTS_REQ.match(raw):
-            negate, key = m.group(1) == "!", m.group(2)
-            _check_key(key)
-            checks.append(lambda o, k=key, n=negate: (k in _labels(o)) != n)
+            key, op, values = m.group(2), ("!exists" if m.group(1) else "exists"), frozenset()
         else:
             raise bad_request(f"unable to parse requirement: invalid label selector: {raw.strip()!r}")
-    return lambda obj: all(check(obj) for check in checks)
+        _check_key(key)
+        for value in values:
+            _check_value(key, value)
+        requirements.append((key, op, values))
+    return lambda obj: all(_matches(_labels(obj), *req) for req in requirements)
+
+
+def _matches(labels: dict[str, str], key: str, op: str, values: frozenset[str]) -> bool:
+    if op == "exists":
+        return key in labels
+    if op == "!exists":
+        return key not in labels
+    if op in ("=", "in"):
+        return labels.get(key) in values
+    # != and notin also match objects without the label, as in Kubernetes.
+    return labels.get(key) not in values
 
 
 def _check_key(key: str) -> None:
@@ -154,11 +155,20 @@ FIELD_LABELS: dict[tuple[str, str], dict[str, str]] = {
     ("", "secrets"): {**_COMMON, "type": "type"},
     ("", "namespaces"): {**_COMMON, "status.phase": "status.phase"},
 }
-# events.k8s.io serves the same objects; its selectors use the core field names, and `regarding.*` as aliases.
+# events.k8s.io serves the same objects, renamed; its selectors accept the core names and `regarding.*`.
 FIELD_LABELS[("events.k8s.io", "events")] = {
-    **FIELD_LABELS[("", "events")],
+    **_COMMON,
     **{
-        f"regarding.{f}": f"involvedObject.{f}"
+        f"involvedObject.{f}": f"regarding.{f}"
+        for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+    },
+    "reason": "reason",
+    "reportingComponent": "reportingController",
+    "reportingController": "reportingController",
+    "source": "deprecatedSource.component",
+    "type": "type",
+    **{
+        f"regarding.{f}": f"regarding.{f}"
         for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
     },
 }
@@ -178,7 +188,7 @@ def _lookup(obj: dict[str, Any], dotted: str) -> str:
 def parse_field_selector(text: str, group: str, plural: str, is_custom: bool) -> Predicate:
     """`fields.ParseSelector` plus the per-resource field label check (400 for unsupported labels)."""
     supported = FIELD_LABELS.get((group, plural), _COMMON)
-    checks: list[Predicate] = []
+    checks: list[tuple[str, bool, str]] = []
     if not text.strip():
         return lambda obj: True
     for raw in text.split(","):
@@ -192,12 +202,8 @@ def parse_field_selector(text: str, group: str, plural: str, is_custom: bool) ->
                     f'"{label}" is not a known field selector: only "metadata.name", "metadata.namespace"'
                 )
             raise bad_request(f"field label not supported: {label}")
-        where = supported[label]
-        if op == "!=":
-            checks.append(lambda o, w=where, v=value: _lookup(o, w) != v)
-        else:
-            checks.append(lambda o, w=where, v=value: _lookup(o, w) == v)
-    return lambda obj: all(check(obj) for check in checks)
+        checks.append((supported[label], op == "!=", value))
+    return lambda obj: all((_lookup(obj, where) == value) != negate for where, negate, value in checks)
 
 
 __all__ = ["ApiError", "parse_field_selector", "parse_label_selector"]

@@ -9,6 +9,7 @@ here; tests/fixtures/kubeapi.py wraps the class in the `kube_api` fixture.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import json
 import socket
@@ -194,7 +195,7 @@ class KubeApiServer:
         container: str | None = None,
         *,
         previous: bool = False,
-        times: list[datetime] | None = None,
+        times: builtins.list[datetime] | None = None,
     ) -> None:
         """The log a container returns; each line is stamped now unless `times` gives one per line."""
         lines = text.splitlines()
@@ -206,7 +207,7 @@ class KubeApiServer:
             self._logs[(namespace, pod, container, previous)] = entries
 
     @property
-    def requests(self) -> list[SeenRequest]:
+    def requests(self) -> builtins.list[SeenRequest]:
         with self.store.lock:
             return list(self._requests)
 
@@ -227,6 +228,10 @@ class KubeApiServer:
         body = await request.read() if request.can_read_body else b""
         with self.store.lock:
             self._requests.append(SeenRequest(request.method, request.path, query, content_type))
+            # managedFields name the writer: fieldManager, else the User-Agent up to its first "/", as the API does.
+            agent = request.headers.get("User-Agent", "")
+            self.store.manager = query.get("fieldManager") or agent.split("/")[0] or "unknown"
+            self.store.operation = "Apply" if content_type == "application/apply-patch+yaml" else "Update"
             try:
                 self._authenticate(request)
                 return self._dispatch(request.method, request.path, query, content_type, body)
@@ -308,7 +313,7 @@ class KubeApiServer:
             raise E.method_not_allowed()
         return _write_response(result)
 
-    def _route(self, parts: list[str]) -> _Target:
+    def _route(self, parts: builtins.list[str]) -> _Target:
         if parts[:2] == ["api", "v1"]:
             group, version, rest = "", "v1", parts[2:]
         elif len(parts) >= 3 and parts[0] == "apis":
@@ -502,7 +507,7 @@ class KubeApiServer:
 
     # ------------------------------------------------------------ discovery
 
-    def _discovery(self, parts: list[str]) -> Obj | None:
+    def _discovery(self, parts: builtins.list[str]) -> Obj | None:
         if parts == ["version"]:
             return {"major": "1", "minor": "34", "gitVersion": "v1.34.0-kubeapi-test", "platform": "linux/amd64"}
         if parts == ["api"]:
@@ -538,7 +543,7 @@ class KubeApiServer:
         return None
 
     def _resource_list(self, group: str, version: str) -> Obj:
-        resources: list[Obj] = []
+        resources: builtins.list[Obj] = []
         for res in self.store.resources.values():
             if res.group != group or res.version != version:
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import copy
 import random
 import re
@@ -154,6 +155,9 @@ class Store:
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self.revision = 1000
         self.writes = 0
+        # Who is writing, for managedFields; the HTTP layer sets these per request (under the lock).
+        self.manager = "kubeapi-test"
+        self.operation = "Update"
 
     # ------------------------------------------------------------ lookup
 
@@ -228,11 +232,11 @@ class Store:
 
     # ------------------------------------------------------------ admission: decode, prune, default, validate
 
-    def _decode(self, res: Resource, obj: Any, field_validation: str) -> list[str]:
+    def _decode(self, res: Resource, obj: Any, field_validation: str) -> builtins.list[str]:
         """Unknown-field handling: Strict fails with 400, Warn/default returns warnings, Ignore is silent."""
         if not isinstance(obj, dict):
             raise E.bad_request(f"couldn't get version/kind; json parse error: expected an object, got {obj!r}")
-        unknown: list[str] = []
+        unknown: builtins.list[str] = []
         meta = obj.get("metadata")
         if meta is not None and not isinstance(meta, dict):
             raise E.bad_request(
@@ -329,6 +333,7 @@ class Store:
         meta["creationTimestamp"] = now_rfc3339()
         if res.crd is not None:
             meta["generation"] = 1
+        meta["managedFields"] = [self._managed_entry(res, obj, "")]
         if not dry_run:
             meta["resourceVersion"] = self._next_rv()
             self._bucket(res)[(namespace or "", meta["name"])] = copy.deepcopy(obj)
@@ -364,7 +369,7 @@ class Store:
                 res.kind,
                 res.group,
                 name,
-                [E.invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                [E.invalid("metadata.resourceVersion", E.GoRaw("0x0"), "must be specified for an update")],
             )
         if rv and rv != current["metadata"]["resourceVersion"]:
             raise E.conflict(res.plural, res.group, name, E.MODIFIED)
@@ -419,10 +424,18 @@ class Store:
                     ],
                 )
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        meta["managedFields"] = copy.deepcopy(old_meta.get("managedFields", []))
         if _strip_for_compare(obj) == _strip_for_compare(old):
             return WriteResult(200, self.present(res, current), warnings)
         if res.crd is not None and _spec_part(obj, res) != _spec_part(old, res):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        entry = self._managed_entry(res, obj, subresource)
+        meta["managedFields"] = [
+            e
+            for e in meta["managedFields"]
+            if (e.get("manager"), e.get("operation"), e.get("subresource", ""))
+            != (entry["manager"], entry["operation"], subresource)
+        ] + [entry]
         if dry_run:
             return WriteResult(200, self.present(res, obj), warnings)
         meta["resourceVersion"] = self._next_rv()
@@ -431,6 +444,35 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._remove(res, namespace or "", name, "Background")
         return WriteResult(200, self.present(res, obj), warnings)
+
+    def _managed_entry(self, res: Resource, obj: Obj, subresource: str) -> Obj:
+        """A managedFields entry shaped like the real one; its field set is the whole object (not per-manager)."""
+        if subresource == "status":
+            fields = {"f:status": _fields_v1(obj.get("status"))}
+        else:
+            fields = {
+                f"f:{k}": _fields_v1(v)
+                for k, v in obj.items()
+                if k not in ("apiVersion", "kind", "metadata") and not (k == "status" and res.status_subresource)
+            }
+            meta = {
+                f"f:{k}": _fields_v1(v)
+                for k, v in obj["metadata"].items()
+                if k in ("labels", "annotations", "finalizers", "ownerReferences", "generateName")
+            }
+            if meta:
+                fields["f:metadata"] = meta
+        entry: Obj = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": res.api_version,
+            "time": now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields,
+        }
+        if subresource:
+            entry["subresource"] = subresource
+        return entry
 
     def patch(
         self,
@@ -600,7 +642,14 @@ def _compact(obj: Obj) -> str:
 def _strip_for_compare(obj: Obj) -> Obj:
     out = copy.deepcopy(obj)
     out["metadata"].pop("resourceVersion", None)
+    out["metadata"].pop("managedFields", None)
     return out
+
+
+def _fields_v1(value: Any) -> Obj:
+    if isinstance(value, dict) and value:
+        return {".": {}, **{f"f:{k}": _fields_v1(v) for k, v in value.items()}}
+    return {}
 
 
 def _spec_part(obj: Obj, res: Resource) -> Obj:
