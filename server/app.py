@@ -13,7 +13,7 @@ from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnno
 
 from server.config import ServerConfig
 from server.kube import Kube, KubeError
-from server.tools.common import InputError, ToolOutput, validate_dns_label
+from server.tools.common import InputError, ToolOutput, require_object_name, validate_dns_label
 
 logger = logging.getLogger("server")
 
@@ -27,6 +27,9 @@ Operate CloudNativePG (CNPG) PostgreSQL clusters like a careful DBA.
 """
 
 F = TypeVar("F", bound=Callable[..., Awaitable[ToolOutput]])
+
+# Arguments that name Kubernetes objects: checked once here, before any tool code or API call sees them.
+OBJECT_NAME_ARGUMENTS = ("name", "cluster", "instance", "target_instance")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,9 @@ class Registry:
             @functools.wraps(fn)
             async def wrapper(**kwargs: Any) -> CallToolResult:
                 try:
+                    for key in OBJECT_NAME_ARGUMENTS:
+                        if isinstance(kwargs.get(key), str):
+                            require_object_name(key.replace("_", " "), kwargs[key])
                     output = await fn(**kwargs)
                 except InputError as exc:
                     return error_result(str(exc), limit)

@@ -123,7 +123,8 @@ async def test_create_existing_cluster_is_a_conflict(kube: Any) -> None:
 
 async def test_create_cluster_rejects_bad_input_without_calling_the_api(kube: Any) -> None:
     async with mcp_client(kube) as client:
-        assert "Invalid cluster name" in await fails(client, "create_cluster", name="Bad_Name")
+        assert "Invalid name 'Bad_Name'" in await fails(client, "create_cluster", name="Bad_Name")
+        assert "Invalid cluster name" in await fails(client, "create_cluster", name="has.dot")
         assert "either image or postgres_major" in await fails(
             client, "create_cluster", name="x", image="a:1", postgres_major=16)
         assert "Invalid quantity" in await fails(client, "create_cluster", name="x", storage_size="ten gigs")

@@ -142,3 +142,32 @@ def test_valid_six_field_schedules_pass(schedule: str) -> None:
 def test_invalid_schedules_are_refused(schedule: str) -> None:
     with pytest.raises(InputError, match="Invalid schedule"):
         validate_cron(schedule)
+
+
+async def test_object_names_are_validated_before_any_api_call(kube: Any) -> None:
+    async with mcp_client(kube) as client:
+        for tool, arguments in [("get_cluster_status", {"name": "../secrets"}),
+                                ("list_instances", {"cluster": "PG"}),
+                                ("get_instance_logs", {"cluster": "pg", "instance": "pg-1/../../x"}),
+                                ("switchover_cluster", {"name": "pg", "target_instance": "pg 2"})]:
+            assert "Invalid" in await fails(client, tool, **arguments), tool
+    assert not kube.requests
+
+
+async def test_a_stale_resource_version_is_a_conflict_naming_the_retry(kube: Any) -> None:
+    from server.config import load_config
+    from server.kube import CLUSTERS, KubeError, connect
+
+    kube.seed(cluster("pg"))
+    client = connect(load_config(["--kubeconfig", str(kube.kubeconfig_path)], env={}))
+    try:
+        stale = await client.get(CLUSTERS, "default", "pg")
+        await client.patch(CLUSTERS, "default", "pg", {"spec": {"instances": 4}})
+        body = {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]},
+                "status": {"targetPrimary": "pg-2"}}
+        with pytest.raises(KubeError) as caught:
+            await client.patch(CLUSTERS, "default", "pg", body, subresource="status")
+    finally:
+        client.close()
+    assert caught.value.status == 409 and "re-read it and retry" in caught.value.describe()
+    assert kube.get("postgresql.cnpg.io/v1", "clusters", "default", "pg")["status"]["targetPrimary"] == "pg-1"
