@@ -164,7 +164,9 @@ async def test_two_authorization_headers_are_refused(app: AuthApp, idp: DevIdp) 
     await refused(app, None, "malformed", "More than one Authorization header", headers=headers)
 
 
-@pytest.mark.parametrize("garbage", ["not-a-jwt", "a.b", "a.b.c.d", "eyJ!.x.y", "e30.e30.", "////.////.////"])
+@pytest.mark.parametrize(
+    "garbage", ["not-a-jwt", "a.b", "a.b.c.d", "eyJ!.x.y", "e30.e30.", "////.////.////", "W10.e30.abc", "e30=.e30.x"]
+)
 async def test_garbage_is_malformed(app: AuthApp, garbage: str) -> None:
     before = failures("malformed")
     resp = await app.get(token=garbage)
