@@ -1,7 +1,6 @@
 """Failure behaviour of the CNPG MCP server: permissions, timeouts, responsiveness, namespaces, validation."""
 
 import asyncio
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,12 +70,9 @@ async def test_a_hung_api_server_times_out_while_the_server_stays_responsive(kub
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow_call)
                 await anyio.sleep(0.2)
-                started = time.monotonic()
                 tools = await client.list_tools()  # answered while the Kubernetes call is stuck in its thread
-                answered_in = time.monotonic() - started
                 assert tools.tools and not results
             assert results[0].is_error and "unreachable" in results[0].content[0].text.lower()
-            assert answered_in < 2.5
     finally:
         for writer in held:
             writer.close()
