@@ -23,7 +23,19 @@ async def serve(config: GatewayConfig) -> int:
     app = create_app(config)
     state = app[STATE_KEY]
     # handler_cancellation: a client hanging up ends its handler, which frees its SSE stream for resumption.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+    # Header limits leave room for the largest bearer token the auth layer accepts, so it (not aiohttp's
+    # parser) answers an oversized token, with a proper 401.
+    field_limit = 8190
+    if config.auth is not None:
+        field_limit = max(field_limit, int(getattr(config.auth, "max_token_bytes", 0)) + 1024)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=5.0,
+        max_field_size=field_limit,
+        max_line_size=field_limit,
+    )
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     try:

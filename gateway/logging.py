@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -20,6 +21,19 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+
+
+class _RedactParserErrors(logging.Filter):
+    """aiohttp's parser errors quote the offending header bytes (possibly a bearer token): log only the kind."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and isinstance(exc, HttpProcessingError):
+            record.msg = f"bad HTTP request rejected: {type(exc).__name__}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def configure_logging(level: str = "info") -> None:
@@ -48,6 +62,7 @@ def configure_logging(level: str = "info") -> None:
             ],
         )
     )
+    handler.addFilter(_RedactParserErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))

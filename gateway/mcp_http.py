@@ -385,13 +385,13 @@ class McpTransport:
                     session.cancel(params["requestId"])
 
     def _record_denied(self, session: Session, principal: Principal, msg: dict[str, Any]) -> None:
+        """Audit line and TOOL_CALLS sample for a refused call (the auth layer counts AUTHZ_DENIALS itself)."""
         params = msg.get("params")
         tool, args = "", []
         if isinstance(params, dict):
             tool = params.get("name") if isinstance(params.get("name"), str) else ""
             if isinstance(params.get("arguments"), dict):
                 args = sorted(str(k) for k in params["arguments"])
-        metrics.AUTHZ_DENIALS.labels(tool if tool in self.manager.known_tools else metrics.OTHER).inc()
         record_tool_call(self.manager, principal, tool, args, "denied", 0.0, session.tag)
 
     async def _initialize(

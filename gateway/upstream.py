@@ -239,6 +239,8 @@ async def _log_stderr(stream: asyncio.StreamReader, context: dict[str, Any]) -> 
                     log.warning("upstream_stderr_suppressed", lines=suppressed, **context)
                 window_start, in_window, suppressed = now, 0, 0
             if in_window >= STDERR_LINES_PER_SECOND:
+                if suppressed == 0:
+                    log.warning("upstream_stderr_rate_limited", lines_per_second=STDERR_LINES_PER_SECOND, **context)
                 suppressed += 1
                 continue
             in_window += 1
