@@ -812,3 +812,48 @@ def test_fixture_starts_quickly() -> None:
     finally:
         server.stop()
     assert elapsed < 1.0, "generous bound on a shared 2-core machine; typically a few milliseconds"
+
+
+# ---------------------------------------------------------------- the CEL subset covers the CRDs
+
+
+def _all_rules() -> list[tuple[str, str]]:
+    from tests.kubeapi.schema import load_crds
+
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, kind: str) -> None:
+        if isinstance(node, dict):
+            found.extend((kind, rule["rule"]) for rule in node.get("x-kubernetes-validations", []))
+            for value in node.values():
+                walk(value, kind)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, kind)
+
+    for crd in load_crds():
+        walk(crd.schema, crd.kind)
+    return found
+
+
+def test_every_cel_rule_in_the_crds_compiles() -> None:
+    from tests.kubeapi import cel
+
+    rules = _all_rules()
+    assert len(rules) >= 60 and {kind for kind, _ in rules} >= {"Cluster", "Database", "DatabaseRole", "Pooler"}
+    for _, rule in rules:
+        cel.compile_rule(rule)
+
+
+def test_cel_logic_absorbs_errors_like_cel() -> None:
+    from tests.kubeapi import cel
+
+    rule = "!has(self.builtinLocale) || self.localeProvider == 'builtin'"
+    assert cel.evaluate(rule, {}) is True
+    assert cel.evaluate(rule, {"builtinLocale": "C", "localeProvider": "builtin"}) is True
+    with pytest.raises(cel.CelError, match="no such key: localeProvider"):
+        cel.evaluate(rule, {"builtinLocale": "C"})
+    unique = "self.all(e, self.filter(f, f.key==e.key).size() == 1)"
+    assert cel.evaluate(unique, [{"key": "a"}, {"key": "b"}]) is True
+    assert cel.evaluate(unique, [{"key": "a"}, {"key": "a"}]) is False
+    assert cel.evaluate("self == oldSelf", "x", "x") is True

@@ -3,8 +3,16 @@
 Supported: literals (int, double, string, bool, null, lists), `self`/`oldSelf`, field selection, indexing,
 `has()`, `size()`, `!`, unary `-`, `&&`/`||` with CEL's commutative error absorption, `? :`, comparisons,
 `in`, `+ - * / %`, string methods `startsWith endsWith contains matches size`, the macros `all exists
-exists_one filter map`, and `int() string() double()`. Every rule in the CNPG 1.30 CRDs is within this subset.
-Not supported (raises `CelError` at parse time): maps literals, optional types, `messageExpression`, cost limits.
+exists_one filter map`, and `int() string() double()`.
+
+Evaluated: every `x-kubernetes-validations` rule of the CNPG 1.30 CRDs (63 rules; tests/test_kubeapi.py checks
+that each compiles), among them the immutability rules (`self == oldSelf`: Cluster serviceAccountName, Database
+name/owner-side settings, Pooler and Database cluster references, Backup spec), reserved names (Database
+postgres/template0/template1, DatabaseRole postgres/streaming_replica/pg_*/cnpg_*), mutual exclusions
+(imageName/imageCatalogRef, localeProvider-dependent locale fields, synchronous failure-domain keys) and
+uniqueness in image catalogs. Transition rules (with `oldSelf`) run only on updates where the old value exists.
+Not supported (a `CelError` at parse time, reported as a rule error): map literals, optional types, timestamps
+and durations, `messageExpression`, cost limits.
 """
 
 from __future__ import annotations

@@ -63,10 +63,16 @@ class CrdVersion:
     scale: dict[str, str] | None
 
 
-@cache
 def load_crds(directory: str | None = None) -> tuple[CrdVersion, ...]:
-    """Parse every CRD file once per process (the C YAML loader reads all of them in ~0.1 s)."""
-    path = Path(directory) if directory else crd_dir()
+    """Parse every CRD file once per process (the C YAML loader reads all of them in a fraction of a second)."""
+    return _load_crds(str(Path(directory) if directory else crd_dir()))
+
+
+@cache
+def _load_crds(directory: str) -> tuple[CrdVersion, ...]:
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(f"CRD directory {path} not found (set CNPG_CRDS_DIR)")
     out: list[CrdVersion] = []
     for file in sorted(path.glob("*.yaml")):
         with file.open() as fh:

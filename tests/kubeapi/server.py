@@ -485,6 +485,13 @@ class KubeApiServer:
         if lines is None and previous:
             raise E.bad_request(f'previous terminated container "{container}" in pod "{target.name}" not found')
         lines = list(lines or [])
+        if query.get("sinceSeconds") and query.get("sinceTime"):
+            raise E.invalid_object(
+                "PodLogOptions",
+                "",
+                "",
+                [E.forbidden_field("", "at most one of `sinceTime` or `sinceSeconds` may be specified")],
+            )
         since = _int_param(query, "sinceSeconds", minimum=1)
         if since is not None:
             cutoff = datetime.now(UTC) - timedelta(seconds=since)

@@ -298,6 +298,9 @@ class Store:
         warnings = self._decode(res, body, field_validation)
         obj: Obj = body
         self._check_type(res, obj)
+        # NamespaceLifecycle admission runs before validation, so a missing namespace wins over a 422.
+        if res.namespaced and not self.namespace_exists(namespace or ""):
+            raise E.not_found("namespaces", "", namespace or "")
         meta = _meta(obj)
         if res.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
@@ -325,8 +328,6 @@ class Store:
         if res.plural == "secrets":
             normalise_secret(obj)
         self._validate(res, obj, None)
-        if res.namespaced and not self.namespace_exists(namespace or ""):
-            raise E.not_found("namespaces", "", namespace or "")
         if self.find(res, namespace, meta["name"]) is not None:
             raise E.already_exists(res.plural, res.group, meta["name"])
         meta["uid"] = str(uuid.uuid4())
@@ -356,7 +357,7 @@ class Store:
         obj: Obj = body
         self._check_type(res, obj)
         meta = _meta(obj)
-        if meta.get("name") and meta["name"] != name:
+        if meta.get("name", "") != name:
             raise E.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
         if res.namespaced and meta.get("namespace") not in (None, "", namespace):
             raise E.bad_request("the namespace of the provided object does not match the namespace sent on the request")
