@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.config import incluster_config
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+import server.kube
 from server.config import VARIABLES, ConfigError, load_config
 from tests.test_server_helpers import cluster, kube_fixture, text  # noqa: F401 - registers the `kube` fixture
 
@@ -74,3 +76,32 @@ def test_config_flags_override_environment() -> None:
     assert config.namespaces == ("a", "b") and config.read_only is True
     assert config.image_for(None) == "img:1" and config.image_for(15).endswith("postgresql:15")
     assert load_config([], env={"CNPG_NAMESPACES": "*"}).all_namespaces is True
+
+
+def test_in_cluster_service_account_and_namespace_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token, cert, namespace = tmp_path / "token", tmp_path / "ca.crt", tmp_path / "namespace"
+    token.write_text("sa-token")
+    cert.write_text("not used until a TLS connection is made")
+    namespace.write_text("prod\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    monkeypatch.setattr(server.kube, "IN_CLUSTER_NAMESPACE_FILE", namespace)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    kube_client = server.kube.connect(load_config([], env={}))
+    try:
+        assert kube_client.default_namespace == "prod"
+        assert kube_client.api_client.configuration.host == "https://10.0.0.1:443"
+        assert kube_client.api_client.configuration.auth_settings()["BearerToken"]["value"].lower() == "bearer sa-token"
+    finally:
+        kube_client.close()
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="in-cluster configuration failed"):
+        server.kube.connect(load_config([], env={}))
+
+
+def test_unknown_context_is_a_config_error(kube: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    result = subprocess.run([SCRIPT, "--kubeconfig", str(kube.kubeconfig_path), "--context", "nowhere"],
+                            capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "--context" in result.stderr and "nowhere" in result.stderr
