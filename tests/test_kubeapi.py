@@ -529,6 +529,23 @@ def test_server_side_apply_creates_then_updates(api: client.ApiClient, clusters:
     assert clusters.get("pg1")["spec"]["instances"] == 4
 
 
+def test_apply_without_field_manager_is_invalid(api: client.ApiClient) -> None:
+    path = "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/pg1"
+    response = raw(api, "PATCH", path, cluster(), "application/apply-patch+yaml")
+    assert response.status == 422
+    assert json.loads(response.read())["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+    )
+
+
+def test_unknown_dry_run_value_is_invalid(clusters: Crs) -> None:
+    with pytest.raises(client.ApiException) as err:
+        clusters.create(cluster(), dry_run="Some")
+    assert failure(err)["message"] == (
+        'CreateOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: "Some": supported values: "All"'
+    )
+
+
 # ---------------------------------------------------------------- selectors, listing, discovery
 
 

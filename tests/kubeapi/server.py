@@ -266,12 +266,7 @@ class KubeApiServer:
             if target.subresource == "scale":
                 return _json_response(self._scale(target))
             return _json_response(self.store.get(target.res, target.namespace, target.name))
-        dry_run = _dry_run(query)
-        field_validation = query.get("fieldValidation", "Warn")
-        if field_validation not in ("Strict", "Warn", "Ignore"):
-            raise E.bad_request(
-                f"fieldValidation parameter {field_validation!r} is invalid, must be one of Ignore, Warn, or Strict"
-            )
+        dry_run, field_validation = _write_options(method, content_type, query)
         if target.subresource == "log":
             raise E.method_not_allowed()
         if method == "POST":
@@ -594,13 +589,27 @@ def _verb(method: str, target: _Target, query: dict[str, str]) -> str:
     }.get(method, method.lower())
 
 
-def _dry_run(query: dict[str, str]) -> bool:
-    value = query.get("dryRun")
-    if value is None or value == "":
-        return False
-    if value != "All":
-        raise E.bad_request(f'dryRun: Unsupported value: "{value}": supported values: "All"')
-    return True
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions", "DELETE": "DeleteOptions"}
+
+
+def _write_options(method: str, content_type: str, query: dict[str, str]) -> tuple[bool, str]:
+    """dryRun and fieldValidation, checked like the API's *Options validation (422 on the options kind)."""
+    problems: list[E.FieldError] = []
+    dry_run = query.get("dryRun", "")
+    if dry_run not in ("", "All"):
+        problems.append(E.not_supported("dryRun", dry_run, ["All"]))
+    field_validation = query.get("fieldValidation", "")
+    if field_validation not in ("", "Ignore", "Warn", "Strict"):
+        problems.append(E.not_supported("fieldValidation", field_validation, ["", "Ignore", "Warn", "Strict"]))
+    if method == "PATCH":
+        if content_type == "application/apply-patch+yaml":
+            if not query.get("fieldManager"):
+                problems.append(E.required("fieldManager", "is required for apply patch"))
+        elif "force" in query:
+            problems.append(E.forbidden_field("force", "may not be specified for non-apply patch"))
+    if problems:
+        raise E.invalid_object(_OPTIONS_KIND.get(method, "Options"), "meta.k8s.io", "", problems)
+    return dry_run == "All", field_validation or "Warn"
 
 
 def _parse_json(body: bytes) -> Any:

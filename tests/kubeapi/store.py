@@ -490,8 +490,6 @@ class Store:
         self._check_writable(res)
         current = self.find(res, namespace, name)
         if content_type == "application/apply-patch+yaml":
-            if not field_manager:
-                raise E.bad_request("PATCH, application/apply-patch+yaml requires fieldManager")
             if not isinstance(patch, dict):
                 raise E.bad_request("error decoding YAML: apply patch must be an object")
             if current is None:
