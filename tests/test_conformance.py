@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,17 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.gateway import RunningGateway, StartGateway
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_FAILURES = ROOT / "tests" / "conformance_expected_failures.yaml"
 # One run of all scenarios takes seconds against a bare server; the budget covers a loaded 2-core machine.
 SUITE_TIMEOUT = 150
 # Result directories are named server-<scenario>-<ISO timestamp with ':' and '.' replaced by '-'>.
+UPSTREAM = f"{sys.executable} -m tests.stdio_server"
+# Polling mode: the gateway ends a request's SSE stream after 0.25 s without the response (test_reconnection
+# answers after 0.5 s) and tells the client to come back 200 ms later with Last-Event-ID.
+POLLING_ARGS = ["--sse-close-after", "0.25", "--sse-retry-ms", "200"]
 RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
 
 
@@ -109,16 +116,21 @@ def assert_suite_passes(result: SuiteResult, scenarios: list[str]) -> None:
 
 
 @pytest.mark.timeout(SUITE_TIMEOUT + 30)
-def test_all_server_scenarios_pass_through_the_gateway(gateway: Any, tmp_path: Path) -> None:
+def test_all_server_scenarios_pass_through_a_polling_gateway(gateway_factory: StartGateway, tmp_path: Path) -> None:
+    gateway = gateway_factory(upstream_command=UPSTREAM, args=POLLING_ARGS)
     scenarios = server_scenarios(None)
     assert len(scenarios) >= 30, f"the CLI listed too few server scenarios: {scenarios}"
     result = run_suite(gateway.mcp_url, tmp_path)
-    report(result, scenarios, "all")
+    report(result, scenarios, "all, polling gateway")
     assert_suite_passes(result, scenarios)
+    # Priming event, retry field, and the call's result after resuming with Last-Event-ID: all SUCCESS.
+    polling = {check["id"]: check["status"] for check in result.checks["server-sse-polling"]}
+    assert not result.warnings("server-sse-polling"), polling
+    assert polling.get("server-sse-disconnect-resume") == "SUCCESS", polling
 
 
 @pytest.mark.timeout(SUITE_TIMEOUT + 30)
-def test_scenarios_of_spec_revision_2025_06_18_pass_through_the_gateway(gateway: Any, tmp_path: Path) -> None:
+def test_spec_revision_2025_06_18_scenarios_pass_through_the_gateway(gateway: RunningGateway, tmp_path: Path) -> None:
     scenarios = server_scenarios("2025-06-18")
     assert scenarios, "the CLI listed no server scenarios for 2025-06-18"
     result = run_suite(gateway.mcp_url, tmp_path, spec_version="2025-06-18")

@@ -23,6 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
+from tests.fixtures.gateway import RunningGateway
+
 # Logging, sampling and resources/subscribe are deprecated only for the 2026 protocol era; the gateway
 # carries the handshake era, where they are current.
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
@@ -69,7 +71,7 @@ class SessionIdRecorder:
             self.delete_status = response.status_code
 
 
-def connect(gateway: Any, **options: Any) -> Client:
+def connect(gateway: RunningGateway, **options: Any) -> Client:
     """A handshake-era SDK client for the gateway's MCP endpoint."""
     options.setdefault("mode", "legacy")
     return Client(gateway.mcp_url, **options)
@@ -84,7 +86,7 @@ def text_of(result: types.CallToolResult | types.GetPromptResult) -> str:
 
 
 @asynccontextmanager
-async def recorded_client(gateway: Any, recorder: SessionIdRecorder) -> AsyncIterator[Client]:
+async def recorded_client(gateway: RunningGateway, recorder: SessionIdRecorder) -> AsyncIterator[Client]:
     http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=300.0), event_hooks={"response": [recorder]})
     async with http, Client(streamable_http_client(gateway.mcp_url, http_client=http), mode="legacy") as client:
         yield client
@@ -101,7 +103,7 @@ def process_exists(pid: int) -> bool:
 # --- lifecycle ---------------------------------------------------------------------------------------------
 
 
-async def test_initialize_returns_the_upstream_server_info_and_capabilities(gateway: Any) -> None:
+async def test_initialize_returns_the_upstream_server_info_and_capabilities(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         assert client.protocol_version == LATEST_HANDSHAKE_VERSION
         assert client.server_info is not None
@@ -113,7 +115,7 @@ async def test_initialize_returns_the_upstream_server_info_and_capabilities(gate
         assert capabilities.logging is not None
 
 
-async def test_default_auto_client_negotiates_a_handshake_session(gateway: Any) -> None:
+async def test_default_auto_client_negotiates_a_handshake_session(gateway: RunningGateway) -> None:
     # mode="auto" probes server/discover first and must fall back to initialize through the gateway.
     async with Client(gateway.mcp_url) as client:
         assert client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
@@ -121,7 +123,7 @@ async def test_default_auto_client_negotiates_a_handshake_session(gateway: Any) 
         assert text_of(result) == "after the probe"
 
 
-async def test_ping_is_answered(gateway: Any) -> None:
+async def test_ping_is_answered(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         assert await client.send_ping() == types.EmptyResult()
 
@@ -129,7 +131,7 @@ async def test_ping_is_answered(gateway: Any) -> None:
 # --- tools -------------------------------------------------------------------------------------------------
 
 
-async def test_tools_list_carries_names_and_schemas_unchanged(gateway: Any) -> None:
+async def test_tools_list_carries_names_and_schemas_unchanged(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     assert {"echo", "slow", "test_sampling", "json_schema_2020_12_tool"} <= tools.keys()
@@ -139,7 +141,7 @@ async def test_tools_list_carries_names_and_schemas_unchanged(gateway: Any) -> N
     assert schema["additionalProperties"] is False
 
 
-async def test_echo_round_trips_unicode_and_json_special_characters(gateway: Any) -> None:
+async def test_echo_round_trips_unicode_and_json_special_characters(gateway: RunningGateway) -> None:
     payload = 'naïve "quotes" \\ back\nslash — 日本語 🐘'
     async with connect(gateway) as client:
         result = await client.call_tool("echo", {"text": payload})
@@ -147,7 +149,7 @@ async def test_echo_round_trips_unicode_and_json_special_characters(gateway: Any
     assert text_of(result) == payload
 
 
-async def test_tool_image_content_arrives_as_valid_base64_png(gateway: Any) -> None:
+async def test_tool_image_content_arrives_as_valid_base64_png(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         result = await client.call_tool("test_image_content", {})
     (image,) = result.content
@@ -156,14 +158,14 @@ async def test_tool_image_content_arrives_as_valid_base64_png(gateway: Any) -> N
     assert base64.b64decode(image.data).startswith(PNG_MAGIC)
 
 
-async def test_tool_failure_is_an_is_error_result(gateway: Any) -> None:
+async def test_tool_failure_is_an_is_error_result(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         result = await client.call_tool("test_error_handling", {})
     assert result.is_error
     assert text_of(result) == "This tool intentionally returns an error for testing"
 
 
-async def test_unknown_tool_is_a_json_rpc_invalid_params_error(gateway: Any) -> None:
+async def test_unknown_tool_is_a_json_rpc_invalid_params_error(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         with pytest.raises(MCPError) as raised:
             await client.call_tool("no_such_tool", {})
@@ -173,7 +175,7 @@ async def test_unknown_tool_is_a_json_rpc_invalid_params_error(gateway: Any) -> 
         assert text_of(await client.call_tool("echo", {"text": "still here"})) == "still here"
 
 
-async def test_a_slow_call_does_not_block_other_requests_of_the_session(gateway: Any) -> None:
+async def test_a_slow_call_does_not_block_other_requests_of_the_session(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         slow_done = anyio.Event()
 
@@ -193,7 +195,7 @@ async def test_a_slow_call_does_not_block_other_requests_of_the_session(gateway:
 # --- progress, logging, sampling, elicitation --------------------------------------------------------------
 
 
-async def test_progress_notifications_reach_the_progress_callback_in_order(gateway: Any) -> None:
+async def test_progress_notifications_reach_the_progress_callback_in_order(gateway: RunningGateway) -> None:
     updates: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -205,7 +207,7 @@ async def test_progress_notifications_reach_the_progress_callback_in_order(gatew
     assert updates == [(0, 100, "step 1 of 3"), (50, 100, "step 2 of 3"), (100, 100, "step 3 of 3")]
 
 
-async def test_log_notifications_reach_the_logging_callback(gateway: Any) -> None:
+async def test_log_notifications_reach_the_logging_callback(gateway: RunningGateway) -> None:
     logs: list[types.LoggingMessageNotificationParams] = []
     arrived = anyio.Event()
 
@@ -226,7 +228,7 @@ async def test_log_notifications_reach_the_logging_callback(gateway: Any) -> Non
     ]
 
 
-async def test_sampling_request_is_answered_by_the_client_callback(gateway: Any) -> None:
+async def test_sampling_request_is_answered_by_the_client_callback(gateway: RunningGateway) -> None:
     prompts: list[str] = []
 
     async def sample(context: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
@@ -243,7 +245,7 @@ async def test_sampling_request_is_answered_by_the_client_callback(gateway: Any)
     assert text_of(result) == "LLM response: forty-two"
 
 
-async def test_elicitation_request_is_answered_by_the_client_callback(gateway: Any) -> None:
+async def test_elicitation_request_is_answered_by_the_client_callback(gateway: RunningGateway) -> None:
     seen: list[types.ElicitRequestParams] = []
 
     async def elicit(context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
@@ -261,7 +263,7 @@ async def test_elicitation_request_is_answered_by_the_client_callback(gateway: A
     )
 
 
-async def test_declined_elicitation_reaches_the_tool(gateway: Any) -> None:
+async def test_declined_elicitation_reaches_the_tool(gateway: RunningGateway) -> None:
     async def decline(context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
         return types.ElicitResult(action="decline")
 
@@ -273,7 +275,7 @@ async def test_declined_elicitation_reaches_the_tool(gateway: Any) -> None:
 # --- resources ---------------------------------------------------------------------------------------------
 
 
-async def test_resources_list_and_read_text(gateway: Any) -> None:
+async def test_resources_list_and_read_text(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         listed = {resource.uri for resource in (await client.list_resources()).resources}
         read = await client.read_resource("test://static-text")
@@ -284,7 +286,7 @@ async def test_resources_list_and_read_text(gateway: Any) -> None:
     assert contents.mime_type == "text/plain"
 
 
-async def test_binary_resource_arrives_as_base64_blob(gateway: Any) -> None:
+async def test_binary_resource_arrives_as_base64_blob(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         read = await client.read_resource("test://static-binary")
     (contents,) = read.contents
@@ -292,7 +294,7 @@ async def test_binary_resource_arrives_as_base64_blob(gateway: Any) -> None:
     assert base64.b64decode(contents.blob).startswith(PNG_MAGIC)
 
 
-async def test_resource_template_is_listed_and_expanded(gateway: Any) -> None:
+async def test_resource_template_is_listed_and_expanded(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         templates = (await client.list_resource_templates()).resource_templates
         read = await client.read_resource("test://template/abc-7/data")
@@ -302,14 +304,14 @@ async def test_resource_template_is_listed_and_expanded(gateway: Any) -> None:
     assert '"id": "abc-7"' in contents.text
 
 
-async def test_unknown_resource_is_a_json_rpc_error(gateway: Any) -> None:
+async def test_unknown_resource_is_a_json_rpc_error(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         with pytest.raises(MCPError) as raised:
             await client.read_resource("test://missing")
     assert raised.value.code == -32002
 
 
-async def test_subscribed_resource_update_is_delivered_and_unsubscribe_stops_it(gateway: Any) -> None:
+async def test_subscribed_resource_update_is_delivered_and_unsubscribe_stops_it(gateway: RunningGateway) -> None:
     inbox = Inbox()
     uri = "test://watched-resource"
     async with connect(gateway, message_handler=inbox) as client:
@@ -326,7 +328,7 @@ async def test_subscribed_resource_update_is_delivered_and_unsubscribe_stops_it(
 # --- prompts and completion --------------------------------------------------------------------------------
 
 
-async def test_prompts_list_and_get_with_arguments(gateway: Any) -> None:
+async def test_prompts_list_and_get_with_arguments(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         names = {prompt.name for prompt in (await client.list_prompts()).prompts}
         prompt = await client.get_prompt("test_prompt_with_arguments", {"arg1": "hello", "arg2": "world"})
@@ -334,7 +336,7 @@ async def test_prompts_list_and_get_with_arguments(gateway: Any) -> None:
     assert text_of(prompt) == "Prompt with arguments: arg1='hello', arg2='world'"
 
 
-async def test_prompt_with_embedded_resource_keeps_the_resource(gateway: Any) -> None:
+async def test_prompt_with_embedded_resource_keeps_the_resource(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         prompt = await client.get_prompt("test_prompt_with_embedded_resource", {"resourceUri": "test://doc"})
     embedded = prompt.messages[0].content
@@ -342,7 +344,7 @@ async def test_prompt_with_embedded_resource_keeps_the_resource(gateway: Any) ->
     assert embedded.resource.uri == "test://doc"
 
 
-async def test_completion_filters_values_by_prefix(gateway: Any) -> None:
+async def test_completion_filters_values_by_prefix(gateway: RunningGateway) -> None:
     async with connect(gateway) as client:
         result = await client.complete(
             types.PromptReference(type="ref/prompt", name="test_prompt_with_arguments"),
@@ -354,7 +356,7 @@ async def test_completion_filters_values_by_prefix(gateway: Any) -> None:
 # --- list_changed ------------------------------------------------------------------------------------------
 
 
-async def test_list_changed_notifications_are_delivered_and_lists_refresh(gateway: Any) -> None:
+async def test_list_changed_notifications_are_delivered_and_lists_refresh(gateway: RunningGateway) -> None:
     inbox = Inbox()
     wanted = (
         types.ToolListChangedNotification,
@@ -375,7 +377,7 @@ async def test_list_changed_notifications_are_delivered_and_lists_refresh(gatewa
 # --- sessions ----------------------------------------------------------------------------------------------
 
 
-async def test_closing_the_client_deletes_the_session_and_ends_its_process(gateway: Any) -> None:
+async def test_closing_the_client_deletes_the_session_and_ends_its_process(gateway: RunningGateway) -> None:
     recorder = SessionIdRecorder()
     async with recorded_client(gateway, recorder) as client:
         pid = int(text_of(await client.call_tool("whoami", {})))
@@ -402,7 +404,7 @@ async def test_closing_the_client_deletes_the_session_and_ends_its_process(gatew
     assert response.status_code == 404
 
 
-async def test_concurrent_sessions_have_separate_processes_and_state(gateway: Any) -> None:
+async def test_concurrent_sessions_have_separate_processes_and_state(gateway: RunningGateway) -> None:
     async with connect(gateway) as first, connect(gateway) as second:
         first_pid, second_pid = [int(text_of(await c.call_tool("whoami", {}))) for c in (first, second)]
         assert first_pid != second_pid
