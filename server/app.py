@@ -95,6 +95,8 @@ class CnpgServer(MCPServer[Any]):
         super().__init__(*args, **kwargs)
         self.refused_tools: dict[str, str] = refused_tools or {}
         self.max_output_chars = 20_000
+        # Every registered tool with its safety class, including the ones read-only mode hides (docs and tests).
+        self.tool_table: list[ToolInfo] = []
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -185,5 +187,5 @@ def create_server(config: ServerConfig, kube: Kube) -> CnpgServer:
         module.register(registry)
     resources.register(server, deps)
     prompts.register(server)
-    server.registry = registry  # type: ignore[attr-defined]  # tests and docs read the tool table from here
+    server.tool_table = registry.tools
     return server

@@ -36,6 +36,8 @@ async def test_every_tool_has_annotations_schema_and_description(kube: Any) -> N
     for tool in tools:
         assert tool.description and len(tool.description) > 20, tool.name
         assert tool.input_schema["type"] == "object"
+        for prop, schema in tool.input_schema["properties"].items():
+            assert schema.get("description"), (tool.name, prop)
         ann = tool.annotations
         assert ann is not None and ann.open_world_hint is False, tool.name
         assert ann.read_only_hint is (tool.name not in WRITE_TOOLS), tool.name
