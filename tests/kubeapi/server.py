@@ -68,6 +68,8 @@ class KubeApiServer:
         self.store = Store(crd_directory)
         self._forbidden: list[tuple[str, str, str, str | None]] = []
         self._requests: list[SeenRequest] = []
+        # Unexpected exceptions in handlers; the fixture fails the test if any occurred.
+        self.internal_errors: list[str] = []
         self._logs: dict[tuple[str, str, str | None, bool], list[_LogLine]] = {}
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -237,6 +239,10 @@ class KubeApiServer:
                 return self._dispatch(request.method, request.path, query, content_type, body)
             except E.ApiError as exc:
                 return _json_response(exc.status(), exc.code)
+            except Exception as exc:  # a bug in this test server: answer like the API would, and remember it
+                self.internal_errors.append(f"{request.method} {request.path}: {exc!r}")
+                failure = E.ApiError(500, "InternalError", f"Internal error occurred: {exc!r}")
+                return _json_response(failure.status(), 500)
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
@@ -272,18 +278,20 @@ class KubeApiServer:
         if method == "POST":
             if target.name or target.subresource:
                 raise E.method_not_allowed()
-            result = self.store.create(target.res, target.namespace, _parse_json(body), dry_run, field_validation)
+            result = self.store.create(
+                target.res, target.namespace, _parse_body(body, content_type, target.res), dry_run, field_validation
+            )
         elif method == "PUT":
             if not target.name:
                 raise E.method_not_allowed()
             if target.subresource == "scale":
-                result = self._put_scale(target, _parse_json(body), dry_run)
+                result = self._put_scale(target, _parse_body(body, content_type, target.res), dry_run)
             else:
                 result = self.store.update(
                     target.res,
                     target.namespace,
                     target.name,
-                    _parse_json(body),
+                    _parse_body(body, content_type, target.res),
                     target.subresource,
                     dry_run,
                     field_validation,
@@ -610,6 +618,21 @@ def _write_options(method: str, content_type: str, query: dict[str, str]) -> tup
     if problems:
         raise E.invalid_object(_OPTIONS_KIND.get(method, "Options"), "meta.k8s.io", "", problems)
     return dry_run == "All", field_validation or "Warn"
+
+
+def _parse_body(body: bytes, content_type: str, res: Resource) -> Any:
+    """POST/PUT bodies: JSON (also when no type is given) or YAML; anything else is 415 as from the API."""
+    if content_type in ("", "application/json", "*/*"):
+        return _parse_json(body)
+    if content_type == "application/yaml":
+        try:
+            return yaml.safe_load(body.decode() or "null")
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise E.bad_request(f"error converting YAML to JSON: {exc}") from exc
+    accepted = ["application/json", "application/yaml"]
+    if res.crd is None:
+        accepted.append("application/vnd.kubernetes.protobuf")
+    raise E.unsupported_media_type(content_type, accepted)
 
 
 def _parse_json(body: bytes) -> Any:

@@ -242,6 +242,15 @@ class Store:
             raise E.bad_request(
                 f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: metadata must be an object'
             )
+        for where in ("labels", "annotations"):
+            values = (meta or {}).get(where)
+            if values is not None and (
+                not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
+            ):
+                raise E.bad_request(
+                    f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: json: cannot '
+                    f"unmarshal into Go struct field ObjectMeta.metadata.{where} of type map[string]string"
+                )
         for key in list(meta or {}):
             if key not in OBJECT_META_FIELDS:
                 unknown.append(f"metadata.{key}")
