@@ -105,6 +105,17 @@ async def test_bad_tokens_through_the_gateway_are_401_with_reason_metrics(gatewa
     assert "Authentication failed" in log and "invalid_audience" in log
 
 
+async def test_an_oversized_token_is_refused_by_the_auth_layer_not_the_http_parser(gateway: Any, idp: DevIdp) -> None:
+    from tests.fixtures.idp import Minter
+
+    # Just over MAX_TOKEN_BYTES (8192): within what the HTTP layer must let through to the auth layer.
+    token = Minter(idp, audience=gateway.mcp_url).signed(padding="x" * 5900)
+    assert 8192 < len(token) < 9000
+    status, _, body = await post(gateway, INIT, token=token)
+    assert status == 401
+    assert body == {"error": "invalid_token", "error_description": "Token exceeds 8192 bytes"}
+
+
 async def test_gateway_metadata_documents(gateway: Any, idp: DevIdp) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(gateway.base_url + "/.well-known/oauth-authorization-server") as resp:

@@ -271,3 +271,54 @@ def test_a_jwks_without_keys_list_is_an_error() -> None:
 )
 def test_cache_control_lifetime_is_clamped(header: str | None, expected: float) -> None:
     assert max_age(header, 300.0, 60.0, 86400.0) == expected
+
+
+# Documents arriving in pieces, and oversized ones ---------------------------------------------------------------
+
+
+async def serve_jwks(document: bytes) -> tuple[web.AppRunner, str]:
+    """A JWKS endpoint that streams `document` in small pieces with pauses, as a slow network would."""
+
+    async def jwks(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        for i in range(0, len(document), 1000):
+            await resp.write(document[i : i + 1000])
+            await asyncio.sleep(0.001)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.add_routes([web.get("/jwks", jwks)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/jwks"
+
+
+async def test_a_large_jwks_arriving_in_pieces_is_read_whole(auth_app_factory: Any, idp: DevIdp) -> None:
+    import json
+
+    public = [{k: v for k, v in j.items() if k not in ("d", "p", "q", "dp", "dq", "qi")} for j in idp.private_jwks()]
+    filler = [{**public[0], "kid": f"filler-{i}"} for i in range(60)]
+    document = json.dumps({"keys": [*filler, *public]}).encode()
+    assert len(document) > 20000
+    runner, uri = await serve_jwks(document)
+    try:
+        app = await auth_app_factory(auth_env(idp, OIDC_JWKS_URI=uri), **FAST)
+        assert (await app.get(token=idp.token())).status == 200
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_oversized_jwks_is_refused(auth_app_factory: Any, idp: DevIdp) -> None:
+    runner, uri = await serve_jwks(b'{"keys": [], "padding": "' + b"x" * 600_000 + b'"}')
+    try:
+        with structlog.testing.capture_logs() as logs:
+            app = await auth_app_factory(auth_env(idp, OIDC_JWKS_URI=uri), wait_ready=False, **FAST)
+            await eventually(lambda: any(e["event"] == "Failed to fetch JWKS" for e in logs))
+        assert not app.authenticator.is_ready()
+        assert "too large" in next(e for e in logs if e["event"] == "Failed to fetch JWKS")["error"]
+    finally:
+        await runner.cleanup()

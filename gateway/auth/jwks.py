@@ -291,9 +291,15 @@ class KeySource:
                     return 304, None, resp.headers
                 if resp.status != 200:
                     raise FetchError(f"HTTP {resp.status} from {url}")
-                body = await resp.content.read(_MAX_DOCUMENT_BYTES + 1)
-                if len(body) > _MAX_DOCUMENT_BYTES:
-                    raise FetchError(f"document from {url} is too large")
+                # Read to the end (a single read() may return only the first chunk) but never past the limit.
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > _MAX_DOCUMENT_BYTES:
+                        raise FetchError(f"document from {url} is too large")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
                 try:
                     return 200, json.loads(body), resp.headers
                 except ValueError:
