@@ -262,6 +262,21 @@ class Kube:
             options["dryRun"] = ["All"]
         return await self._json("DELETE", rt.path(namespace, name), call, query, options)
 
+    async def pending_deletion(self, rt: ResourceType, namespace: str, name: str, uid: str | None) -> str | None:
+        """After a delete: None if the object is gone, else a sentence saying what still holds it."""
+        try:
+            obj = await self.get(rt, namespace, name)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        metadata = obj.get("metadata") or {}
+        if uid and metadata.get("uid") != uid:
+            return None  # a new object took the name; ours is gone
+        finalizers = ", ".join(metadata.get("finalizers") or []) or "none"
+        return (f"{rt.kind} {namespace}/{name} is marked for deletion and still exists until the operator "
+                f"finishes (finalizers: {finalizers}).")
+
     async def pod_log(
         self,
         namespace: str,

@@ -319,3 +319,14 @@ async def test_failed_role_delete_restores_the_reclaim_policy(kube: Any) -> None
         body = await fails(client, "delete_role", name="hank", confirm="hank")
     assert "restored to 'retain'" in body and "verb 'delete'" in body
     assert kube.get(CNPG, "databaseroles", "default", "hank")["spec"]["databaseRoleReclaimPolicy"] == "retain"
+
+
+async def test_delete_database_held_by_a_finalizer_says_so(kube: Any) -> None:
+    kube.seed(cluster("pg"))
+    kube.seed({"apiVersion": CNPG, "kind": "Database",
+               "metadata": {"name": "held", "namespace": "default", "finalizers": ["cnpg.io/deleteDatabase"]},
+               "spec": {"cluster": {"name": "pg"}, "name": "held", "owner": "app", "databaseReclaimPolicy": "delete"}})
+    async with mcp_client(kube) as client:
+        result = await client.call_tool("delete_database", {"name": "held", "confirm": "held"})
+    assert not result.is_error and result.structured_content["pending"] is True
+    assert "marked for deletion" in text(result) and "cnpg.io/deleteDatabase" in text(result)

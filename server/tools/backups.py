@@ -249,4 +249,6 @@ def register(r: "Registry") -> None:
         note = (" Backup objects it created are owned by it and are deleted too." if owner == "self"
                 else " Backup objects it created are kept.")
         prefix = "Dry run (dryRun=All): nothing was written. Would delete" if dry_run else "Deleted"
-        return ToolOutput(f"{prefix} ScheduledBackup {ns}/{name}.{note}", {"deleted": not dry_run, "dryRun": dry_run})
+        pending = None if dry_run else await kube.pending_deletion(SCHEDULED_BACKUPS, ns, name, meta(obj).get("uid"))
+        return ToolOutput(f"{prefix} ScheduledBackup {ns}/{name}.{note}" + (f" {pending}" if pending else ""),
+                          {"deleted": not dry_run, "dryRun": dry_run, "pending": bool(pending)})

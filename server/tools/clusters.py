@@ -466,6 +466,8 @@ def register(r: "Registry") -> None:
         if dry_run:
             return ToolOutput(f"{_dry(True)}Deleting Cluster {ns}/{name} would be accepted; it would remove its pods "
                               "and PVCs (all data on them).", {"deleted": False, "dryRun": True})
+        pending = await kube.pending_deletion(CLUSTERS, ns, name, uid)
         return ToolOutput(f"Deleted Cluster {ns}/{name} (uid {uid}). The operator's owned pods, PVCs and services "
-                          "are garbage-collected; backups in object storage are not touched.",
-                          {"deleted": True, "uid": uid})
+                          "are garbage-collected; backups in object storage are not touched."
+                          + (f" {pending}" if pending else ""),
+                          {"deleted": True, "uid": uid, "pending": bool(pending)})

@@ -121,5 +121,7 @@ def register(r: "Registry") -> None:
             db=sp.get("name"), cluster=(sp.get("cluster") or {}).get("name"))
         await kube.delete(DATABASES, ns, name, uid=meta(obj).get("uid"), dry_run=dry_run)
         prefix = "Dry run (dryRun=All): nothing was written. Would delete" if dry_run else "Deleted"
-        return ToolOutput(f"{prefix} Database object {ns}/{name}. {explanation}",
-                          {"deleted": not dry_run, "dryRun": dry_run, "reclaimPolicy": policy})
+        pending = None if dry_run else await kube.pending_deletion(DATABASES, ns, name, meta(obj).get("uid"))
+        return ToolOutput(f"{prefix} Database object {ns}/{name}. {explanation}" + (f" {pending}" if pending else ""),
+                          {"deleted": not dry_run, "dryRun": dry_run, "reclaimPolicy": policy,
+                           "pending": bool(pending)})

@@ -104,4 +104,6 @@ def register(r: "Registry") -> None:
         obj = await kube.get(POOLERS, ns, name)
         await kube.delete(POOLERS, ns, name, uid=meta(obj).get("uid"), dry_run=dry_run)
         prefix = "Dry run (dryRun=All): nothing was written. Would delete" if dry_run else "Deleted"
-        return ToolOutput(f"{prefix} Pooler {ns}/{name}.", {"deleted": not dry_run, "dryRun": dry_run})
+        pending = None if dry_run else await kube.pending_deletion(POOLERS, ns, name, meta(obj).get("uid"))
+        return ToolOutput(f"{prefix} Pooler {ns}/{name}." + (f" {pending}" if pending else ""),
+                          {"deleted": not dry_run, "dryRun": dry_run, "pending": bool(pending)})

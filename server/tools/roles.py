@@ -329,16 +329,9 @@ def register(r: "Registry") -> None:
         elif secret is not None:
             lines.append(f"Kept Secret {ns}/{secret_name}: it is not owned by this role, so it was not touched.")
         lines.append("Nothing else was changed.")
-        if not dry_run:
-            try:
-                remaining = await kube.get(DATABASE_ROLES, ns, name)
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise
-            else:
-                if meta(remaining).get("uid") == uid:
-                    finalizers = ", ".join(meta(remaining).get("finalizers") or []) or "none"
-                    lines.append(f"The object still exists until the operator finishes (finalizers: {finalizers}).")
+        pending = None if dry_run else await kube.pending_deletion(DATABASE_ROLES, ns, name, uid)
+        if pending:
+            lines.append(pending)
         prefix = "Dry run (dryRun=All): nothing was written. Would do: " if dry_run else ""
         return ToolOutput(prefix + " ".join(lines),
                           {"dryRun": dry_run, "deletedRole": name, "deletedSecret": deleted_secret,
