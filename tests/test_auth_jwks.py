@@ -322,3 +322,21 @@ async def test_an_oversized_jwks_is_refused(auth_app_factory: Any, idp: DevIdp) 
         assert "too large" in next(e for e in logs if e["event"] == "Failed to fetch JWKS")["error"]
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("issuer", "warned"),
+    [
+        ("http://idp.internal:9400", True),
+        ("http://10.0.0.1", True),
+        ("http://127.0.0.1:9400", False),
+        ("http://localhost:9400", False),
+        ("http://[::1]:9400", False),
+        ("https://idp.example", False),
+    ],
+)
+def test_a_plain_http_issuer_off_loopback_is_warned_about(issuer: str, warned: bool) -> None:
+    # The check only: starting an authenticator for these issuers would send traffic off this machine.
+    from gateway.auth.authenticator import plain_http_off_loopback
+
+    assert plain_http_off_loopback(issuer) is warned

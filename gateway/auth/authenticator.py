@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import structlog
@@ -44,6 +46,9 @@ class OidcAuthenticator:
         self._known_tools: set[str] = set()
 
     async def start(self) -> None:
+        if plain_http_off_loopback(self.cfg.issuer):
+            # Allowed for compose networks and dev IdPs, but keys fetched over plain HTTP can be swapped in transit.
+            log.warning("OIDC_ISSUER uses plain HTTP on a non-loopback host", issuer=self.cfg.issuer)
         await self.keys.start()
 
     async def close(self) -> None:
@@ -176,6 +181,20 @@ class OidcAuthenticator:
 
     def _base(self) -> str:
         return self.cfg.public_url or _request_base.get()
+
+
+def plain_http_off_loopback(url: str) -> bool:
+    """True for an http:// URL whose host is not a loopback name or address."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _short(value: Any) -> Any:
