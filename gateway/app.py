@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import metrics
 from gateway.config import GatewayConfig
 from gateway.logging import get_logger
-from gateway.mcp_http import McpTransport, method_label
+from gateway.mcp_http import MCP_METHOD, SESSION_TAG, McpTransport, method_label
 from gateway.security import Authenticator
 from gateway.sessions import SessionManager
 
@@ -76,7 +76,7 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
             raise
         finally:
             elapsed = time.perf_counter() - started
-            mcp_method = request.get("mcp_method")
+            mcp_method = request.get(MCP_METHOD)
             if request.path == mcp_path:
                 label = mcp_method if mcp_method in ("GET", "DELETE", "batch", "response") else method_label(mcp_method)
                 metrics.REQUESTS.labels(label, str(status)).inc()
@@ -88,7 +88,7 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
                 status=status,
                 duration_ms=round(elapsed * 1000.0, 3),
                 mcp_method=mcp_method[:100] if isinstance(mcp_method, str) else None,
-                session=request.get("session_tag"),
+                session=request.get(SESSION_TAG),
             )
 
     async def health(_: web.Request) -> web.Response:

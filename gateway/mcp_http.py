@@ -33,6 +33,9 @@ from gateway.sessions import (
 from gateway.upstream import UpstreamError
 
 SESSION_HEADER = "Mcp-Session-Id"
+MCP_METHOD = web.RequestKey("mcp_method", str)
+"""What the request log and metrics call this request: a JSON-RPC method, "batch", "response", "GET", "DELETE"."""
+SESSION_TAG = web.RequestKey("session_tag", str)
 VERSION_HEADER = "MCP-Protocol-Version"
 DEFAULT_VERSION = "2025-03-26"
 """Assumed when a client sends no MCP-Protocol-Version header (the spec's backwards-compatibility rule)."""
@@ -207,10 +210,10 @@ class McpTransport:
         if method == "POST":
             return await self._post(request, principal)
         if method == "GET":
-            request["mcp_method"] = "GET"
+            request[MCP_METHOD] = "GET"
             return await self._get(request, principal)
         if method == "DELETE":
-            request["mcp_method"] = "DELETE"
+            request[MCP_METHOD] = "DELETE"
             return self._delete(request, principal)
         return json_error(405, INVALID_REQUEST, "Method not allowed", headers={"Allow": "GET, POST, DELETE"})
 
@@ -247,7 +250,7 @@ class McpTransport:
         if session is None or (principal is not None and session.subject != principal.subject):
             # Another caller's session is reported exactly like an unknown one.
             return json_error(404, SESSION_NOT_FOUND, "Session not found", msg_id)
-        request["session_tag"] = session.tag
+        request[SESSION_TAG] = session.tag
         session.last_activity = time.monotonic()
         return session
 
@@ -298,7 +301,7 @@ class McpTransport:
                 return json_error(400, INVALID_REQUEST, f"Invalid Request: {problem}", msg_id)
         first = messages[0]
         first_method = first.get("method")
-        request["mcp_method"] = "batch" if batch else (first_method if first_method is not None else "response")
+        request[MCP_METHOD] = "batch" if batch else (first_method if first_method is not None else "response")
         if not batch and first_method == "initialize":
             return await self._initialize(request, principal, first, body)
         if not batch and first_method == "server/discover" and SESSION_HEADER not in request.headers:
@@ -420,7 +423,7 @@ class McpTransport:
             return json_error(503, SERVER_BUSY, f"Service Unavailable: {text}", msg_id, headers={"Retry-After": "5"})
         except UpstreamError as exc:
             return json_error(502, INTERNAL_ERROR, f"Bad Gateway: {exc}", msg_id)
-        request["session_tag"] = session.tag
+        request[SESSION_TAG] = session.tag
         q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
         stream = session.new_stream(json_mode=q_json > q_sse)
         session.register(msg_id, "initialize", msg.get("params"), stream, principal)
