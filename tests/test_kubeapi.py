@@ -874,3 +874,101 @@ def test_cel_logic_absorbs_errors_like_cel() -> None:
     assert cel.evaluate(unique, [{"key": "a"}, {"key": "b"}]) is True
     assert cel.evaluate(unique, [{"key": "a"}, {"key": "a"}]) is False
     assert cel.evaluate("self == oldSelf", "x", "x") is True
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+MALFORMED_BODIES = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b"1",
+    b'"x"',
+    b"{bad",
+    b'{"metadata":null}',
+    b'{"metadata":[]}',
+    b'{"metadata":{"name":1}}',
+    b'{"apiVersion":"postgresql.cnpg.io/v1","kind":"Cluster","metadata":{"name":"x"},"spec":null}',
+    b'{"apiVersion":"postgresql.cnpg.io/v1","kind":"Cluster","metadata":{"name":"x"},"spec":[]}',
+    b'{"apiVersion":"postgresql.cnpg.io/v1","kind":"Cluster","metadata":{"name":"x","ownerReferences":[1]}}',
+    b'{"apiVersion":"postgresql.cnpg.io/v1","kind":"Cluster","metadata":{"name":"x","finalizers":"a"}}',
+    b'[{"op":"add","path":"/spec/instances/x","value":1}]',
+    b'[{"op":"remove","path":"/metadata"}]',
+    b'[{"op":"move","from":"/nope","path":"/a"}]',
+    b'[{"op":"replace","path":"","value":[]}]',
+    b"[1,2]",
+    b'[{"op":"add"}]',
+    b'{"metadata":{"resourceVersion":null}}',
+    b'{"spec":{"instances":"x"}}',
+    b'{"status":[]}',
+    b'{"metadata":{"name":"other"}}',
+    b'{"metadata":{"finalizers":["a"],"ownerReferences":{"x":1}}}',
+    b'{"spec":{"replicas":"x"}}',
+    b'{"propagationPolicy":"Bad"}',
+    b'{"preconditions":"x"}',
+]
+MALFORMED_PATHS = [
+    "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters",
+    "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/pg1",
+    "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/pg1/status",
+    "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/pg1/scale",
+    "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/nope",
+    "/api/v1/namespaces/default/pods/p/log",
+    "/api/v1/namespaces/default/secrets",
+    "/api/v1/namespaces/default/secrets/s",
+    "/api/v1/namespaces",
+    "/api/v1/namespaces/default",
+    "/apis/events.k8s.io/v1/namespaces/default/events",
+    "/apis/x/y/z/w/v/u",
+]
+MALFORMED_QUERIES = [
+    "",
+    "?dryRun=All",
+    "?labelSelector=a%20in%20(",
+    "?fieldSelector=a",
+    "?tailLines=x",
+    "?limit=x",
+    "?continue=zz",
+    "?sinceSeconds=0",
+    "?limitBytes=-1",
+    "?fieldValidation=Strict",
+]
+PATCH_TYPES = [
+    "application/merge-patch+json",
+    "application/json-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+    "text/plain",
+    "",
+]
+
+
+def test_malformed_requests_get_kube_errors_never_a_crash(kube_api: KubeApi) -> None:
+    """Thousands of bad combinations: every answer is a well-formed 4xx Status (no 5xx, no hang)."""
+    kube_api.seed({"apiVersion": CNPG, "kind": "Cluster", "metadata": {"name": "pg1"}, "spec": {"instances": 1}})
+    kube_api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})
+    http = urllib3.PoolManager()
+    auth = {"Authorization": f"Bearer {kube_api.token}"}
+    seen = 0
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"]:
+        for path in MALFORMED_PATHS:
+            for body in MALFORMED_BODIES if method != "GET" else [b""]:
+                for content_type in PATCH_TYPES if method == "PATCH" else ["application/json"]:
+                    for query in MALFORMED_QUERIES if body in (b"{}", b"") else [""]:
+                        response = http.request(
+                            method,
+                            kube_api.url + path + query,
+                            body=body or None,
+                            headers={**auth, "Content-Type": content_type},
+                            timeout=10,
+                        )
+                        seen += 1
+                        assert response.status < 500, (method, path, query, content_type, body)
+                        if response.status >= 400 and response.headers.get("Content-Type", "").startswith(
+                            "application/json"
+                        ):
+                            assert json.loads(response.data)["kind"] == "Status"
+    assert seen > 5000
+    assert kube_api.internal_errors == []

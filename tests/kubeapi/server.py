@@ -14,6 +14,7 @@ import copy
 import json
 import socket
 import threading
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,7 +241,7 @@ class KubeApiServer:
             except E.ApiError as exc:
                 return _json_response(exc.status(), exc.code)
             except Exception as exc:  # a bug in this test server: answer like the API would, and remember it
-                self.internal_errors.append(f"{request.method} {request.path}: {exc!r}")
+                self.internal_errors.append(f"{request.method} {request.path}: {traceback.format_exc()}")
                 failure = E.ApiError(500, "InternalError", f"Internal error occurred: {exc!r}")
                 return _json_response(failure.status(), 500)
 
@@ -364,7 +365,7 @@ class KubeApiServer:
                 item.pop("kind", None)
                 item.pop("apiVersion", None)
         meta: Obj = {"resourceVersion": str(self.store.revision)}
-        limit = int(query.get("limit") or 0)
+        limit = _int_param(query, "limit", minimum=0, options="ListOptions") or 0
         start = int(query.get("continue") or 0) if (query.get("continue") or "").isdigit() else 0
         if query.get("continue") and not query["continue"].isdigit():
             raise E.ApiError(
@@ -642,7 +643,7 @@ def _parse_json(body: bytes) -> Any:
         raise E.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
 
 
-def _int_param(query: dict[str, str], name: str, minimum: int) -> int | None:
+def _int_param(query: dict[str, str], name: str, minimum: int, options: str = "PodLogOptions") -> int | None:
     raw = query.get(name)
     if raw is None or raw == "":
         return None
@@ -651,8 +652,9 @@ def _int_param(query: dict[str, str], name: str, minimum: int) -> int | None:
     except ValueError as exc:
         raise E.bad_request(f'{name}: Invalid value: "{raw}": must be an integer') from exc
     if value < minimum:
+        group = "meta.k8s.io" if options == "ListOptions" else ""
         raise E.invalid_object(
-            "PodLogOptions", "", "", [E.invalid(name, value, f"must be greater than or equal to {minimum}")]
+            options, group, "", [E.invalid(name, value, f"must be greater than or equal to {minimum}")]
         )
     return value
 

@@ -242,15 +242,12 @@ class Store:
             raise E.bad_request(
                 f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: metadata must be an object'
             )
-        for where in ("labels", "annotations"):
-            values = (meta or {}).get(where)
-            if values is not None and (
-                not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
-            ):
-                raise E.bad_request(
-                    f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: json: cannot '
-                    f"unmarshal into Go struct field ObjectMeta.metadata.{where} of type map[string]string"
-                )
+        problem = _meta_type_problem(meta or {}) or _top_type_problem(res, obj)
+        if problem:
+            raise E.bad_request(
+                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: json: cannot unmarshal '
+                f"{problem}"
+            )
         for key in list(meta or {}):
             if key not in OBJECT_META_FIELDS:
                 unknown.append(f"metadata.{key}")
@@ -367,7 +364,9 @@ class Store:
         self._check_type(res, obj)
         meta = _meta(obj)
         if meta.get("name", "") != name:
-            raise E.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+            raise E.bad_request(
+                f"the name of the object ({meta.get('name', '')}) does not match the name on the URL ({name})"
+            )
         if res.namespaced and meta.get("namespace") not in (None, "", namespace):
             raise E.bad_request("the namespace of the provided object does not match the namespace sent on the request")
         current = self.find(res, namespace, name)
@@ -639,6 +638,68 @@ class Store:
     def _check_writable(self, res: Resource) -> None:
         if res.storage is not None:
             raise E.method_not_allowed()
+
+
+_META_STRINGS = (
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+_REF_STRINGS = ("apiVersion", "kind", "name", "uid")
+
+
+def _meta_type_problem(meta: Obj) -> str:
+    """Where ObjectMeta JSON does not fit its Go types (the decoder's 400); nulls count as absent."""
+    for key in [k for k, v in meta.items() if v is None]:
+        del meta[key]
+    for key in _META_STRINGS:
+        if key in meta and not isinstance(meta[key], str):
+            return f"into Go struct field ObjectMeta.metadata.{key} of type string"
+    for key in ("generation", "deletionGracePeriodSeconds"):
+        if key in meta and (not isinstance(meta[key], int) or isinstance(meta[key], bool)):
+            return f"into Go struct field ObjectMeta.metadata.{key} of type int64"
+    for key in ("labels", "annotations"):
+        values = meta.get(key, {})
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            return f"into Go struct field ObjectMeta.metadata.{key} of type map[string]string"
+    finalizers = meta.get("finalizers", [])
+    if not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers):
+        return "into Go struct field ObjectMeta.metadata.finalizers of type []string"
+    refs = meta.get("ownerReferences", [])
+    if not isinstance(refs, list):
+        return "into Go struct field ObjectMeta.metadata.ownerReferences of type []v1.OwnerReference"
+    for ref in refs:
+        if not isinstance(ref, dict):
+            return "into Go value of type v1.OwnerReference"
+        for key in _REF_STRINGS:
+            if key in ref and not isinstance(ref[key], str):
+                return f"into Go struct field OwnerReference.metadata.ownerReferences.{key} of type string"
+        for key in ("controller", "blockOwnerDeletion"):
+            if key in ref and ref[key] is not None and not isinstance(ref[key], bool):
+                return f"into Go struct field OwnerReference.metadata.ownerReferences.{key} of type bool"
+    if not isinstance(meta.get("managedFields", []), list):
+        return "into Go struct field ObjectMeta.metadata.managedFields of type []v1.ManagedFieldsEntry"
+    return ""
+
+
+def _top_type_problem(res: Resource, obj: Obj) -> str:
+    for key in ("apiVersion", "kind"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            return f"into Go struct field {res.kind}.{key} of type string"
+    if res.plural == "secrets":
+        if obj.get("type") is not None and not isinstance(obj["type"], str):
+            return "into Go struct field Secret.type of type v1.SecretType"
+        if obj.get("immutable") is not None and not isinstance(obj["immutable"], bool):
+            return "into Go struct field Secret.immutable of type bool"
+        string_data = obj.get("stringData") or {}
+        if not isinstance(string_data, dict) or not all(isinstance(v, str) for v in string_data.values()):
+            return "into Go struct field Secret.stringData of type map[string]string"
+    return ""
 
 
 def _compact(obj: Obj) -> str:
