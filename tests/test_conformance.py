@@ -92,7 +92,10 @@ def run_suite(url: str, output_dir: Path, spec_version: str | None = None) -> Su
 def report(result: SuiteResult, scenarios: list[str], label: str) -> int:
     """Print the per-scenario outcome and return how many scenarios passed."""
     passed = [name for name in scenarios if name in result.checks and not result.failures(name)]
+    succeeded = sum(check["status"] == "SUCCESS" for checks in result.checks.values() for check in checks)
+    failed = sum(len(result.failures(name)) for name in result.checks)
     print(f"conformance ({label}): {len(passed)}/{len(scenarios)} scenarios passed")
+    print(f"  checks: {succeeded} passed, {failed} failed")
     for name in scenarios:
         if name not in result.checks:
             print(f"  {name}: NO RESULT")
