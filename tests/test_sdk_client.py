@@ -404,6 +404,17 @@ async def test_closing_the_client_deletes_the_session_and_ends_its_process(gatew
     assert response.status_code == 404
 
 
+async def test_upstream_crash_fails_the_pending_call_and_ends_the_session(gateway: RunningGateway) -> None:
+    async with connect(gateway) as client:
+        pid = int(text_of(await client.call_tool("whoami", {})))
+        with anyio.fail_after(WAIT), pytest.raises(MCPError):
+            await client.call_tool("crash", {"code": 7})
+        # The session died with its process: later requests are refused instead of hanging.
+        with anyio.fail_after(WAIT), pytest.raises(MCPError):
+            await client.call_tool("echo", {"text": "anyone there?"})
+    assert not process_exists(pid)
+
+
 async def test_concurrent_sessions_have_separate_processes_and_state(gateway: RunningGateway) -> None:
     async with connect(gateway) as first, connect(gateway) as second:
         first_pid, second_pid = [int(text_of(await c.call_tool("whoami", {}))) for c in (first, second)]
