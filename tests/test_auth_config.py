@@ -127,3 +127,14 @@ def test_tool_patterns_are_case_sensitive() -> None:
 def test_bad_tool_scopes_name_the_variable(bad: str) -> None:
     with pytest.raises(ConfigError, match="TOOL_SCOPES"):
         load(TOOL_SCOPES=bad)
+
+
+def test_mcp_path_sets_the_protected_resource_path() -> None:
+    assert load().mcp_path == "/mcp"
+    assert load(MCP_PATH="/v1/mcp/").mcp_path == "/v1/mcp"
+
+
+@pytest.mark.parametrize("bad", ["mcp", "/a b", "/mcp?x=1"])
+def test_bad_mcp_path_names_the_variable(bad: str) -> None:
+    with pytest.raises(ConfigError, match="MCP_PATH"):
+        load(MCP_PATH=bad)

@@ -116,6 +116,22 @@ async def test_an_oversized_token_is_refused_by_the_auth_layer_not_the_http_pars
     assert body == {"error": "invalid_token", "error_description": "Token exceeds 8192 bytes"}
 
 
+async def test_a_custom_mcp_path_is_the_protected_resource(gateway_factory: Any, idp: DevIdp) -> None:
+    from tests.fixtures.idp import free_port
+
+    port = free_port()
+    resource = f"http://127.0.0.1:{port}/v1/mcp"
+    gateway = start_gateway(gateway_factory, idp, PORT=str(port), MCP_PATH="/v1/mcp", OIDC_AUDIENCE=resource)
+    assert gateway.mcp_url == resource
+    status, headers, _ = await post(gateway, INIT)
+    assert status == 401
+    metadata_url = parse_challenge(headers["WWW-Authenticate"])[1]["resource_metadata"]
+    assert metadata_url == f"{gateway.base_url}/.well-known/oauth-protected-resource/v1/mcp"
+    async with aiohttp.ClientSession() as http, http.get(metadata_url) as resp:
+        assert (await resp.json())["resource"] == resource
+    assert (await post(gateway, INIT, token=idp.token(resource=resource)))[0] == 200
+
+
 async def test_gateway_metadata_documents(gateway: Any, idp: DevIdp) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(gateway.base_url + "/.well-known/oauth-authorization-server") as resp:

@@ -78,3 +78,14 @@ async def test_metadata_needs_no_token(auth_app_factory: Any, idp: DevIdp) -> No
     app: AuthApp = await auth_app_factory(auth_env(idp))
     for path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server"):
         assert (await app.get(path)).status == 200
+
+
+async def test_the_resource_follows_mcp_path(auth_app_factory: Any, idp: DevIdp) -> None:
+    app: AuthApp = await auth_app_factory(auth_env(idp, MCP_PATH="/v1/mcp"))
+    doc = await (await app.get("/.well-known/oauth-protected-resource/v1/mcp")).json()
+    assert doc["resource"] == f"{app.url}/v1/mcp"
+    assert (await app.get("/.well-known/oauth-protected-resource/mcp")).status == 404
+    resp = await app.get()
+    assert (
+        f'resource_metadata="{app.url}/.well-known/oauth-protected-resource/v1/mcp"' in resp.headers["WWW-Authenticate"]
+    )

@@ -106,7 +106,7 @@ class OidcAuthenticator:
         return token
 
     def _rejection(self, err: AuthError, base: str, scope: str) -> AuthRejection:
-        metadata = resource_metadata_url(base)
+        metadata = resource_metadata_url(self.cfg, base)
         if err.reason == "insufficient_scope":
             status, error = 403, "insufficient_scope"
         elif err.reason == "jwks_unavailable":

@@ -53,6 +53,8 @@ class AuthConfig:
     dcr_proxy_url: str | None = None
     required_scopes: frozenset[str] = frozenset({DEFAULT_SCOPE})
     public_url: str | None = None
+    mcp_path: str = "/mcp"
+    """Path of the MCP endpoint: the protected resource is PUBLIC_URL + mcp_path."""
     leeway: int = DEFAULT_LEEWAY
     tool_scopes: tuple[ToolScopeRule, ...] = ()
     algorithms: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
@@ -185,6 +187,9 @@ def load_auth_config(env: Mapping[str, str]) -> AuthConfig | None:
     required_scopes = _scopes("OIDC_SCOPE", DEFAULT_SCOPE if scope_raw is None else scope_raw)
 
     public_url = _url(env, "PUBLIC_URL")
+    mcp_path = env.get("MCP_PATH", "").strip() or "/mcp"
+    if not mcp_path.startswith("/") or any(c.isspace() or c in "?#" for c in mcp_path):
+        raise ConfigError(f"MCP_PATH must be a URL path starting with '/', got {mcp_path!r}")
     return AuthConfig(
         issuer=issuer,
         audiences=audiences,
@@ -192,6 +197,7 @@ def load_auth_config(env: Mapping[str, str]) -> AuthConfig | None:
         dcr_proxy_url=_url(env, "DCR_PROXY_URL"),
         required_scopes=required_scopes,
         public_url=public_url.rstrip("/") if public_url else None,
+        mcp_path=mcp_path.rstrip("/") or "/",
         leeway=_int(env, "OIDC_LEEWAY", DEFAULT_LEEWAY, 0, MAX_LEEWAY),
         tool_scopes=parse_tool_scopes(env.get("TOOL_SCOPES", "")),
         algorithms=algorithms,

@@ -1,7 +1,7 @@
 """OAuth metadata documents the gateway serves without authentication.
 
 - RFC 9728 protected resource metadata at /.well-known/oauth-protected-resource/mcp (the path-inserted form for the
-  /mcp resource) and at /.well-known/oauth-protected-resource (for clients that only try the root).
+  /mcp resource, or whatever MCP_PATH is) and at /.well-known/oauth-protected-resource (clients that try the root).
 - RFC 8414 authorization server metadata at /.well-known/oauth-authorization-server: the IdP's own document,
   mirrored for clients from the 2025-03-26 MCP era that look for it on the MCP server's origin. The issuer is never
   rewritten (clients must check it against the token issuer); only registration_endpoint (DCR_PROXY_URL) and
@@ -19,7 +19,6 @@ from gateway.auth.config import AuthConfig
 from gateway.auth.jwks import KeySource
 
 PRM_PATH = "/.well-known/oauth-protected-resource"
-MCP_PATH = "/mcp"
 AS_PATH = "/.well-known/oauth-authorization-server"
 
 
@@ -32,13 +31,18 @@ def base_url(cfg: AuthConfig, request: web.BaseRequest | None) -> str:
     return ""
 
 
-def resource_metadata_url(base: str) -> str:
-    return f"{base}{PRM_PATH}{MCP_PATH}"
+def resource_metadata_url(cfg: AuthConfig, base: str) -> str:
+    """RFC 9728 section 3.1: the well-known path with the resource's path appended."""
+    return f"{base}{PRM_PATH}{_suffix(cfg)}"
+
+
+def _suffix(cfg: AuthConfig) -> str:
+    return "" if cfg.mcp_path == "/" else cfg.mcp_path
 
 
 def protected_resource_metadata(cfg: AuthConfig, base: str) -> dict[str, Any]:
     return {
-        "resource": f"{base}{MCP_PATH}",
+        "resource": f"{base}{_suffix(cfg) or '/'}",
         "authorization_servers": [cfg.issuer],
         "scopes_supported": cfg.all_scopes(),
         "bearer_methods_supported": ["header"],
@@ -78,8 +82,7 @@ def metadata_routes(cfg: AuthConfig, keys: KeySource) -> list[web.RouteDef]:
             )
         return web.json_response(authorization_server_metadata(cfg, idp), headers=_CACHE_HEADERS)
 
-    return [
-        web.get(f"{PRM_PATH}{MCP_PATH}", prm_handler()),
-        web.get(PRM_PATH, prm_handler()),
-        web.get(AS_PATH, as_handler),
-    ]
+    routes = [web.get(PRM_PATH, prm_handler()), web.get(AS_PATH, as_handler)]
+    if _suffix(cfg):
+        routes.insert(0, web.get(f"{PRM_PATH}{cfg.mcp_path}", prm_handler()))
+    return routes
