@@ -817,6 +817,25 @@ def test_finalizers_delay_deletion(kube_api: KubeApi, clusters: Crs) -> None:
     assert kube_api.get(CNPG, "Cluster", "default", "pg1") is None
 
 
+def test_deleting_a_namespace_removes_its_objects(kube_api: KubeApi, clusters: Crs, core: client.CoreV1Api) -> None:
+    clusters.create(cluster(), namespace="prod")
+    kept = cluster("kept")
+    kept["metadata"]["finalizers"] = ["cnpg.io/protect"]
+    clusters.create(kept, namespace="prod")
+    core.delete_namespace("prod")
+    assert (kube_api.get("v1", "Namespace", None, "prod") or {})["status"]["phase"] == "Terminating"
+    assert kube_api.get(CNPG, "Cluster", "prod", "pg1") is None
+    with pytest.raises(client.ApiException) as err:
+        clusters.create(cluster("new"), namespace="prod")
+    assert failure(err)["message"] == (
+        'clusters.postgresql.cnpg.io "new" is forbidden: unable to create new content in namespace prod because '
+        "it is being terminated"
+    )
+    clusters.patch("kept", {"metadata": {"finalizers": []}}, namespace="prod")
+    assert kube_api.get(CNPG, "Cluster", "prod", "kept") is None
+    assert kube_api.get("v1", "Namespace", None, "prod") is None, "an emptied Terminating namespace goes away"
+
+
 # ---------------------------------------------------------------- the fixture itself
 
 

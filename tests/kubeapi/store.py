@@ -307,6 +307,17 @@ class Store:
         # NamespaceLifecycle admission runs before validation, so a missing namespace wins over a 422.
         if res.namespaced and not self.namespace_exists(namespace or ""):
             raise E.not_found("namespaces", "", namespace or "")
+        if res.namespaced and self.namespace_terminating(namespace or ""):
+            who = f'{E.qualified(res.plural, res.group)} "{_meta(obj).get("name", "")}"'
+            raise E.ApiError(
+                403,
+                "Forbidden",
+                f"{who} is forbidden: unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+                {"name": _meta(obj).get("name", ""), "group": res.group, "kind": res.plural}
+                if res.group
+                else {"name": _meta(obj).get("name", ""), "kind": res.plural},
+            )
         meta = _meta(obj)
         if res.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
@@ -528,6 +539,9 @@ class Store:
         if current is None:
             raise E.not_found(res.plural, res.group, name)
         meta = current["metadata"]
+        problem = _delete_options_problem(options)
+        if problem:
+            raise E.bad_request(f'DeleteOptions in version "v1" cannot be handled as a DeleteOptions: {problem}')
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise E.conflict(
@@ -552,6 +566,8 @@ class Store:
                 "",
                 [E.not_supported("propagationPolicy", policy, ["Foreground", "Background", "Orphan", "nil"])],
             )
+        if res.plural == "namespaces" and not res.group:
+            return self._delete_namespace(res, current, dry_run)
         finalizers = list(meta.get("finalizers") or [])
         pending = bool(finalizers) or policy == "Foreground"
         if dry_run:
@@ -577,9 +593,46 @@ class Store:
         # orphanDependents=false request (a choice it keeps for old clients).
         return WriteResult(202 if options.get("orphanDependents") is False else 200, response)
 
+    def _delete_namespace(self, res: Resource, namespace: Obj, dry_run: bool) -> WriteResult:
+        """Namespace deletion, with the namespace controller's work done at once: the namespace turns Terminating,
+        its objects are deleted (those with finalizers are only marked), and it goes once it is empty."""
+        name = namespace["metadata"]["name"]
+        if dry_run:
+            preview = copy.deepcopy(namespace)
+            preview["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+            preview.setdefault("status", {})["phase"] = "Terminating"
+            return WriteResult(200, preview)
+        namespace["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+        namespace.setdefault("status", {})["phase"] = "Terminating"
+        namespace["metadata"]["resourceVersion"] = self._next_rv()
+        self.writes += 1
+        response = copy.deepcopy(namespace)
+        for key, bucket in list(self.objects.items()):
+            dep_res = self.resources.get(key)
+            if dep_res is None or not dep_res.namespaced:
+                continue
+            for (ns, obj_name), obj in list(bucket.items()):
+                if ns != name:
+                    continue
+                if obj["metadata"].get("finalizers"):
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        self._mark_deleting(dep_res, obj, "Background")
+                else:
+                    self._remove(dep_res, ns, obj_name, "Background")
+        if self._namespace_empty(name) and self.find(res, None, name) is not None:
+            self._remove(res, "", name, "Background")
+        return WriteResult(200, response)
+
+    def _namespace_empty(self, name: str) -> bool:
+        return not any(ns == name for bucket in self.objects.values() for (ns, _) in bucket)
+
+    def namespace_terminating(self, name: str) -> bool:
+        namespace = self.objects.get(("", "namespaces"), {}).get(("", name))
+        return bool(namespace and namespace["metadata"].get("deletionTimestamp"))
+
     def _deleted_status(self, res: Resource, obj: Obj) -> Obj:
-        if res.plural == "pods" and not res.group:
-            return self.present(res, obj)  # pods return the deleted object, like the real pod storage
+        if not res.group and res.plural in _RETURN_DELETED:
+            return self.present(res, obj)
         details: Obj = {"name": obj["metadata"]["name"]}
         if res.group:
             details["group"] = res.group
@@ -605,6 +658,8 @@ class Store:
             return
         self.writes += 1
         self._collect(res, obj, policy)
+        if namespace and self.namespace_terminating(namespace) and self._namespace_empty(namespace):
+            self._remove(self.resources[("", "namespaces")], "", namespace, "Background")
 
     def _collect(self, owner_res: Resource, owner: Obj, policy: str) -> None:
         """The garbage collector, run at once: act on every object whose ownerReferences name this owner."""
@@ -640,6 +695,8 @@ class Store:
             raise E.method_not_allowed()
 
 
+# Built-in storages with ReturnDeletedObject: their DELETE answers with the object, not a Status.
+_RETURN_DELETED = {"pods", "services", "serviceaccounts", "persistentvolumeclaims", "namespaces"}
 _META_STRINGS = (
     "name",
     "generateName",
@@ -684,6 +741,24 @@ def _meta_type_problem(meta: Obj) -> str:
                 return f"into Go struct field OwnerReference.metadata.ownerReferences.{key} of type bool"
     if not isinstance(meta.get("managedFields", []), list):
         return "into Go struct field ObjectMeta.metadata.managedFields of type []v1.ManagedFieldsEntry"
+    return ""
+
+
+def _delete_options_problem(options: Obj) -> str:
+    checks: list[tuple[str, type | tuple[type, ...]]] = [
+        ("preconditions", dict),
+        ("propagationPolicy", str),
+        ("dryRun", list),
+        ("gracePeriodSeconds", int),
+        ("orphanDependents", bool),
+    ]
+    for key, wanted in checks:
+        if options.get(key) is not None and not isinstance(options[key], wanted):
+            return f"json: cannot unmarshal into Go struct field DeleteOptions.{key}"
+    pre = options.get("preconditions") or {}
+    for key in ("uid", "resourceVersion"):
+        if pre.get(key) is not None and not isinstance(pre[key], str):
+            return f"json: cannot unmarshal into Go struct field Preconditions.preconditions.{key} of type string"
     return ""
 
 
