@@ -29,12 +29,12 @@ async function loadProvider() {
   for (const base of candidates) {
     try {
       const resolved = createRequire(base).resolve('oidc-provider');
-      return (await import(resolved)).default;
+      return await import(resolved);
     } catch {
       // try the next location
     }
   }
-  return (await import('oidc-provider')).default;
+  return import('oidc-provider');
 }
 
 function parseArgs(argv) {
@@ -112,7 +112,7 @@ const RESOURCE_SCOPES = 'openid cnpg:read cnpg:write';
 
 async function main() {
   const opts = parseArgs(process.argv);
-  const Provider = await loadProvider();
+  const { default: Provider, errors } = await loadProvider();
   const keys = loadKeys(opts);
   const clients = opts.clients.map((spec) => {
     const idx = spec.indexOf(':');
@@ -142,11 +142,12 @@ async function main() {
       revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async (_ctx, _client, oneOf) => oneOf,
+        // Clients that send no resource indicator get a token for the first exact --resource, if any.
+        defaultResource: async (_ctx, _client, oneOf) => oneOf ?? opts.resources.find((r) => !r.endsWith('*')),
         useGrantedResource: async () => true,
         getResourceServerInfo: async (ctx, resource) => {
           if (!resourceAllowed(opts.resources, resource)) {
-            throw new provider.constructor.errors.InvalidTarget();
+            throw new errors.InvalidTarget();
           }
           // A dev-only token-request field lets tests ask for an ES256-signed token.
           const requested = ctx.oidc?.body?.dev_alg;
