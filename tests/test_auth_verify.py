@@ -301,3 +301,24 @@ async def test_required_scopes_are_configurable(auth_app_factory: Any, idp: DevI
 async def test_response_body_is_json_error(app: AuthApp, minter: Minter) -> None:
     resp = await app.get(token=minter.signed(iss="https://evil.example"))
     assert await resp.json() == {"error": "invalid_token", "error_description": "Invalid issuer"}
+
+
+# Logs ---------------------------------------------------------------------------------------------------------
+
+
+async def test_a_refusal_is_logged_with_its_reason_and_token_facts_but_never_the_token(
+    app: AuthApp, minter: Minter
+) -> None:
+    import structlog
+
+    token = minter.signed(iss="https://evil.example")
+    with structlog.testing.capture_logs() as logs:
+        assert (await app.get(token=token)).status == 401
+    entry = next(e for e in logs if e["event"] == "Authentication failed")
+    assert entry["reason"] == "invalid_issuer"
+    assert entry["client"] == "127.0.0.1"
+    assert entry["alg"] == "RS256" and entry["kid"] == minter.idp.signing_key("RS256")[0]
+    assert entry["iss"] == "https://evil.example" and entry["aud"] == TEST_RESOURCE
+    assert entry["log_level"] == "warning"
+    rendered = repr(logs)
+    assert token not in rendered and token.split(".")[2] not in rendered and token.split(".")[1] not in rendered
