@@ -50,7 +50,7 @@ def test_audience_list() -> None:
 
 
 @pytest.mark.parametrize("name", ["OIDC_ISSUER", "OIDC_JWKS_URI", "DCR_PROXY_URL", "PUBLIC_URL"])
-@pytest.mark.parametrize("value", ["ftp://x", "not a url", "https://", "https://x/?q=1"])
+@pytest.mark.parametrize("value", ["ftp://x", "not a url", "https://", "https://x/?q=1", "https://u:p@x"])
 def test_urls_are_validated(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load(**{name: value})

@@ -98,6 +98,9 @@ def _url(env: Mapping[str, str], name: str, *, required: bool = False) -> str | 
         raise ConfigError(f"{name} must be an absolute http(s) URL, got {value!r}")
     if parts.query or parts.fragment:
         raise ConfigError(f"{name} must not carry a query or fragment")
+    if "@" in parts.netloc:
+        # URLs are logged (discovery failures); credentials never belong in them.
+        raise ConfigError(f"{name} must not contain credentials")
     return value
 
 
