@@ -103,6 +103,12 @@ def raw(api: client.ApiClient, method: str, path: str, body: Any = None, content
     return api.call_api(method_, url, header_params=headers, body=body)
 
 
+def send(kube_api: KubeApi, method: str, path: str, body: bytes, content_type: str = "application/json") -> Any:
+    """Exact bytes on the wire (e.g. duplicate keys, which no client serialiser produces)."""
+    headers = {"Authorization": f"Bearer {kube_api.token}", "Content-Type": content_type}
+    return urllib3.PoolManager().request(method, kube_api.url + path, body=body, headers=headers, retries=False)
+
+
 # ---------------------------------------------------------------- CRUD and error bodies
 
 
@@ -284,6 +290,33 @@ def test_unknown_field_by_default_is_pruned_with_a_warning(kube_api: KubeApi, ap
     assert response.headers.get("Warning") == '299 - "unknown field \\"spec.foo\\""'
     stored = kube_api.get(CNPG, "clusters", "default", "pg1")
     assert stored is not None and "foo" not in stored["spec"]
+
+
+def test_duplicate_fields_are_reported_before_unknown_ones(kube_api: KubeApi) -> None:
+    body = (
+        b'{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "pg1"},'
+        b' "spec": {"instances": 1, "instances": 2, "foo": 1}}'
+    )
+    path = "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters"
+    strict = send(kube_api, "POST", path + "?fieldValidation=Strict", body)
+    assert strict.status == 400
+    assert json.loads(strict.data)["message"] == (
+        'strict decoding error: duplicate field "spec.instances", unknown field "spec.foo"'
+    )
+    warned = send(kube_api, "POST", path, body)
+    assert warned.status == 201 and json.loads(warned.data)["spec"]["instances"] == 2, "the last value wins"
+    assert warned.headers.getlist("Warning") == [
+        '299 - "duplicate field \\"spec.instances\\""',
+        '299 - "unknown field \\"spec.foo\\""',
+    ]
+
+
+def test_json_patch_operations_with_unknown_keys_are_reported(kube_api: KubeApi, clusters: Crs) -> None:
+    clusters.create(cluster())
+    ops = b'[{"op": "replace", "path": "/spec/instances", "value": 2, "foo": "bar"}]'
+    path = "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/pg1?fieldValidation=Strict"
+    response = send(kube_api, "PATCH", path, ops, JSON_PATCH)
+    assert json.loads(response.data)["message"] == 'strict decoding error: json patch unknown field "[0].foo"'
 
 
 def test_unknown_field_with_ignore_is_pruned_silently(kube_api: KubeApi, clusters: Crs) -> None:
@@ -834,6 +867,27 @@ def test_deleting_a_namespace_removes_its_objects(kube_api: KubeApi, clusters: C
     clusters.patch("kept", {"metadata": {"finalizers": []}}, namespace="prod")
     assert kube_api.get(CNPG, "Cluster", "prod", "kept") is None
     assert kube_api.get("v1", "Namespace", None, "prod") is None, "an emptied Terminating namespace goes away"
+
+
+# ---------------------------------------------------------------- fault injection
+
+
+def test_injected_failures_answer_matching_requests_then_stop(kube_api: KubeApi, clusters: Crs) -> None:
+    clusters.create(cluster())
+    kube_api.fail(503, method="GET", path_contains="/clusters/pg1", times=2)
+    for _ in range(2):
+        with pytest.raises(client.ApiException) as err:
+            clusters.get("pg1")
+        assert err.value.status == 503 and failure(err)["reason"] == "ServiceUnavailable"
+    assert clusters.get("pg1")["metadata"]["name"] == "pg1"
+
+
+def test_injected_delay_holds_a_request_without_blocking_others(kube_api: KubeApi, core: client.CoreV1Api) -> None:
+    kube_api.delay(30, path_contains="/clusters/slow")
+    http = urllib3.PoolManager(headers={"Authorization": f"Bearer {kube_api.token}"}, retries=False)
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        http.request("GET", kube_api.url + "/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/slow", timeout=0.5)
+    assert core.read_namespace("default", _request_timeout=10), "the server still answers meanwhile"
 
 
 # ---------------------------------------------------------------- the fixture itself

@@ -205,12 +205,27 @@ def _size(value: Any) -> int:
 
 def _compare(op: str, a: Any, b: Any) -> bool:
     if op == "==":
-        return bool(a == b and type(a) is type(b)) or (_num(a) and _num(b) and a == b)
+        return bool(_kind(a) == _kind(b) and a == b) or (_num(a) and _num(b) and a == b)
     if op == "!=":
         return not _compare("==", a, b)
     if not ((_num(a) and _num(b)) or (isinstance(a, str) and isinstance(b, str))):
         raise CelError(f"no matching overload for '{op}'")
     return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
+
+
+def _kind(v: Any) -> str:
+    """CEL type of a JSON value, so that equality never mixes types (1 == true is false in CEL)."""
+    for python_type, name in (
+        (bool, "bool"),
+        (int, "int"),
+        (float, "double"),
+        (str, "string"),
+        (list, "list"),
+        (dict, "map"),
+    ):
+        if isinstance(v, python_type):
+            return name
+    return "null" if v is None else type(v).__name__
 
 
 def _num(v: Any) -> bool:

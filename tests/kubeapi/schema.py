@@ -167,7 +167,10 @@ _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", 
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
+    for python_type, name in _TYPE_NAMES.items():  # bool before int: bool is an int subclass
+        if isinstance(value, python_type):
+            return name
+    return type(value).__name__
 
 
 def _type_ok(value: Any, wanted: str) -> bool:

@@ -55,6 +55,28 @@ class _Target:
 
 
 @dataclass
+class _Fault:
+    method: str | None
+    path_contains: str | None
+    code: int
+    reason: str
+    message: str
+    remaining: int
+    delay: float
+
+
+_FAULT_DEFAULTS = {
+    500: ("InternalError", "Internal error occurred: injected by the test"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    429: ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
+    504: (
+        "Timeout",
+        "the server was unable to return a response in the time allotted, but may still be processing the request",
+    ),
+}
+
+
+@dataclass
 class _LogLine:
     time: datetime
     text: str
@@ -69,6 +91,7 @@ class KubeApiServer:
         self.store = Store(crd_directory)
         self._forbidden: list[tuple[str, str, str, str | None]] = []
         self._requests: list[SeenRequest] = []
+        self._faults: list[_Fault] = []
         # Unexpected exceptions in handlers; the fixture fails the test if any occurred.
         self.internal_errors: list[str] = []
         self._logs: dict[tuple[str, str, str | None, bool], list[_LogLine]] = {}
@@ -209,6 +232,40 @@ class KubeApiServer:
         with self.store.lock:
             self._logs[(namespace, pod, container, previous)] = entries
 
+    def fail(
+        self,
+        code: int = 503,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int = 1,
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next `times` matching requests with an error Status (500, 503, 429 with Retry-After, 504...)."""
+        default_reason, default_message = _FAULT_DEFAULTS.get(code, ("InternalError", "an error on the server"))
+        with self.store.lock:
+            self._faults.append(
+                _Fault(method, path_contains, code, reason or default_reason, message or default_message, times, 0.0)
+            )
+
+    def delay(
+        self, seconds: float, *, method: str | None = None, path_contains: str | None = None, times: int = 1
+    ) -> None:
+        """Hold the next `times` matching requests for `seconds` before serving them normally."""
+        with self.store.lock:
+            self._faults.append(_Fault(method, path_contains, 0, "", "", times, seconds))
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.remaining <= 0:
+                continue
+            if fault.method not in (None, method) or (fault.path_contains and fault.path_contains not in path):
+                continue
+            fault.remaining -= 1
+            return fault
+        return None
+
     @property
     def requests(self) -> builtins.list[SeenRequest]:
         with self.store.lock:
@@ -231,10 +288,21 @@ class KubeApiServer:
         body = await request.read() if request.can_read_body else b""
         with self.store.lock:
             self._requests.append(SeenRequest(request.method, request.path, query, content_type))
+            fault = self._take_fault(request.method, request.path)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)  # the loop stays free: other requests are served meanwhile
+        if fault is not None and fault.code:
+            failure = E.ApiError(fault.code, fault.reason, fault.message)
+            response = _json_response(failure.status(), fault.code)
+            if fault.code == 429:
+                response.headers["Retry-After"] = "1"
+            return response
+        with self.store.lock:
             # managedFields name the writer: fieldManager, else the User-Agent up to its first "/", as the API does.
             agent = request.headers.get("User-Agent", "")
             self.store.manager = query.get("fieldManager") or agent.split("/")[0] or "unknown"
             self.store.operation = "Apply" if content_type == "application/apply-patch+yaml" else "Update"
+            self.store.decode_problems = []
             try:
                 self._authenticate(request)
                 return self._dispatch(request.method, request.path, query, content_type, body)
@@ -280,19 +348,23 @@ class KubeApiServer:
             if target.name or target.subresource:
                 raise E.method_not_allowed()
             result = self.store.create(
-                target.res, target.namespace, _parse_body(body, content_type, target.res), dry_run, field_validation
+                target.res,
+                target.namespace,
+                _parse_body(body, content_type, target.res, self.store),
+                dry_run,
+                field_validation,
             )
         elif method == "PUT":
             if not target.name:
                 raise E.method_not_allowed()
             if target.subresource == "scale":
-                result = self._put_scale(target, _parse_body(body, content_type, target.res), dry_run)
+                result = self._put_scale(target, _parse_body(body, content_type, target.res, self.store), dry_run)
             else:
                 result = self.store.update(
                     target.res,
                     target.namespace,
                     target.name,
-                    _parse_body(body, content_type, target.res),
+                    _parse_body(body, content_type, target.res, self.store),
                     target.subresource,
                     dry_run,
                     field_validation,
@@ -306,7 +378,7 @@ class KubeApiServer:
                 raise E.method_not_allowed()  # deletecollection is not served
             if target.subresource:
                 raise E.method_not_allowed()
-            options = _parse_json(body) if body.strip() else {}
+            options = plain(_parse_json(body)) if body.strip() else {}
             if not isinstance(options, dict):
                 raise E.bad_request("DeleteOptions must be an object")
             dry_run = dry_run or options.get("dryRun") == ["All"]
@@ -404,6 +476,12 @@ class KubeApiServer:
                 raise E.bad_request(f"error decoding YAML: {exc}") from exc
         else:
             patch = _parse_json(body)
+            if content_type == "application/json-patch+json":
+                # Duplicates inside the patch document itself are lost by JSON patch, as in the API server.
+                self.store.decode_problems = _json_patch_problems(patch)
+            else:
+                self.store.decode_problems = [f'duplicate field "{d}"' for d in duplicate_fields(patch)]
+            patch = plain(patch)
         if target.subresource == "scale":
             if not isinstance(patch, dict) or content_type == "application/json-patch+json":
                 raise E.bad_request("scale patches must be merge patches")
@@ -621,10 +699,12 @@ def _write_options(method: str, content_type: str, query: dict[str, str]) -> tup
     return dry_run == "All", field_validation or "Warn"
 
 
-def _parse_body(body: bytes, content_type: str, res: Resource) -> Any:
+def _parse_body(body: bytes, content_type: str, res: Resource, store: Store) -> Any:
     """POST/PUT bodies: JSON (also when no type is given) or YAML; anything else is 415 as from the API."""
     if content_type in ("", "application/json", "*/*"):
-        return _parse_json(body)
+        parsed = _parse_json(body)
+        store.decode_problems = [f'duplicate field "{d}"' for d in duplicate_fields(parsed)]
+        return plain(parsed)
     if content_type == "application/yaml":
         try:
             return yaml.safe_load(body.decode() or "null")
@@ -636,11 +716,64 @@ def _parse_body(body: bytes, content_type: str, res: Resource) -> Any:
     raise E.unsupported_media_type(content_type, accepted)
 
 
+class _JsonObject(dict[str, Any]):
+    """A decoded JSON object that remembers keys given more than once (the last one wins, as in Go)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object_pairs(pairs: builtins.list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject()
+    duplicates: builtins.list[str] = []
+    for key, value in pairs:
+        if key in obj:
+            duplicates.append(key)
+        obj[key] = value
+    obj.duplicates = tuple(duplicates)
+    return obj
+
+
+def plain(value: Any) -> Any:
+    """Plain dicts and lists again, once duplicates have been read off."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode() or "null")
+        return json.loads(body.decode() or "null", object_pairs_hook=_object_pairs)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise E.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+
+
+def duplicate_fields(value: Any, path: str = "") -> builtins.list[str]:
+    """Paths of duplicated keys, parents before children, each object's in document order."""
+    found: builtins.list[str] = []
+    if isinstance(value, dict):
+        for key in getattr(value, "duplicates", ()):
+            found.append(f"{path}.{key}" if path else key)
+        for key, item in value.items():
+            found.extend(duplicate_fields(item, f"{path}.{key}" if path else key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found.extend(duplicate_fields(item, f"{path}[{i}]"))
+    return found
+
+
+def _json_patch_problems(ops: Any) -> builtins.list[str]:
+    problems: builtins.list[str] = []
+    if isinstance(ops, list):
+        for i, op in enumerate(ops):
+            if not isinstance(op, dict):
+                continue
+            problems.extend(
+                f'json patch unknown field "[{i}].{k}"' for k in op if k not in ("op", "path", "value", "from")
+            )
+            problems.extend(f'json patch duplicate field "[{i}].{k}"' for k in getattr(op, "duplicates", ()))
+    return problems
 
 
 def _int_param(query: dict[str, str], name: str, minimum: int, options: str = "PodLogOptions") -> int | None:

@@ -158,6 +158,8 @@ class Store:
         # Who is writing, for managedFields; the HTTP layer sets these per request (under the lock).
         self.manager = "kubeapi-test"
         self.operation = "Update"
+        # Duplicate-field findings of the request body (from the JSON decoder), reported by fieldValidation.
+        self.decode_problems: builtins.list[str] = []
 
     # ------------------------------------------------------------ lookup
 
@@ -264,13 +266,16 @@ class Store:
                     unknown.append(key)
                     del obj[key]
         unknown.sort()
-        if not unknown:
+        # Duplicates come first, in document order, then unknown fields: the order kube-apiserver reports them.
+        problems = [*self.decode_problems, *(f'unknown field "{u}"' for u in unknown)]
+        self.decode_problems = []  # reported once, also when a patch re-enters through update
+        if not problems:
             return []
         if field_validation == "Strict":
-            raise E.bad_request("strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+            raise E.bad_request("strict decoding error: " + ", ".join(problems))
         if field_validation == "Ignore":
             return []
-        return [f'unknown field "{u}"' for u in unknown]
+        return problems
 
     def _check_type(self, res: Resource, obj: Obj) -> None:
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
