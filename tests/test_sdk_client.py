@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-from tests.fixtures.gateway import RunningGateway
+from tests.fixtures.gateway import RunningGateway, StartGateway
 
 # Logging, sampling and resources/subscribe are deprecated only for the 2026 protocol era; the gateway
 # carries the handshake era, where they are current.
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprec
 
 # Generous: the machine is shared, and a lost message must fail the test rather than hang it.
 WAIT = 30.0
+UPSTREAM = f"{sys.executable} -m tests.stdio_server"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -270,6 +272,23 @@ async def test_declined_elicitation_reaches_the_tool(gateway: RunningGateway) ->
     async with connect(gateway, elicitation_callback=decline) as client:
         result = await client.call_tool("test_elicitation", {"message": "Share your email?"})
     assert text_of(result) == "Elicitation completed: action=decline, content=null"
+
+
+async def test_a_call_outliving_its_sse_stream_resumes_with_last_event_id(gateway_factory: StartGateway) -> None:
+    # A polling gateway ends a request's stream after 0.25 s; the client comes back 200 ms later.
+    gateway = gateway_factory(upstream_command=UPSTREAM, args=["--sse-close-after", "0.25", "--sse-retry-ms", "200"])
+    resumed_from: list[str] = []
+
+    async def on_request(request: httpx2.Request) -> None:
+        if request.method == "GET" and "last-event-id" in request.headers:
+            resumed_from.append(request.headers["last-event-id"])
+
+    http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=300.0), event_hooks={"request": [on_request]})
+    async with http, Client(streamable_http_client(gateway.mcp_url, http_client=http), mode="legacy") as client:
+        with anyio.fail_after(WAIT):
+            result = await client.call_tool("slow", {"ms": 1500})
+    assert text_of(result) == "slept 1500 ms"
+    assert resumed_from, "the client never had to resume: the gateway did not close the stream early"
 
 
 # --- resources ---------------------------------------------------------------------------------------------
