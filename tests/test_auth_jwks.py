@@ -340,3 +340,17 @@ def test_a_plain_http_issuer_off_loopback_is_warned_about(issuer: str, warned: b
     from gateway.auth.authenticator import plain_http_off_loopback
 
     assert plain_http_off_loopback(issuer) is warned
+
+
+def test_malformed_key_entries_are_skipped(idp: DevIdp) -> None:
+    public = [{k: v for k, v in j.items() if k not in ("d", "p", "q", "dp", "dq", "qi")} for j in idp.private_jwks()]
+    broken = [
+        {"kty": "RSA", "kid": "no-modulus", "e": "AQAB"},
+        {"kty": "RSA", "kid": "bad-modulus", "n": 42, "e": "AQAB"},
+        {"kty": "EC", "kid": "no-point", "crv": "P-256"},
+        {"kty": "EC", "kid": "bad-point", "crv": "P-256", "x": "AAAA", "y": "AAAA"},
+        {"kty": "OKP", "kid": "bad-okp", "crv": "Ed25519", "x": "!!"},
+        {"kty": "RSA", "kid": 7, **{k: v for k, v in public[0].items() if k in ("n", "e")}},
+    ]
+    keys = parse_jwks({"keys": [*broken, *public]}, ALLOWED)
+    assert sorted(k for k in keys if k) == sorted(j["kid"] for j in public)

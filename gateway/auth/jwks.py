@@ -111,7 +111,7 @@ def parse_jwks(document: Any, allowed: frozenset[str]) -> dict[str | None, Signi
             continue
         try:
             key = jwt.PyJWK(dict(entry), algorithm=sorted(algs)[0]).key
-        except jwt.PyJWTError:
+        except Exception:  # a malformed entry (missing or bad members) is skipped, whatever PyJWT raises for it
             continue
         if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
             key = key.public_key()  # a JWKS should never carry private parts; use only the public half
@@ -206,9 +206,9 @@ class KeySource:
         if inflight is not None:
             try:
                 await asyncio.shield(inflight)
-                return True
-            except (FetchError, asyncio.CancelledError):
+            except FetchError:
                 return False
+            return True
         now = time.monotonic()
         if now - self._last_kid_refetch < self._cfg.unknown_kid_refetch_interval:
             return False
