@@ -351,7 +351,12 @@ class KeySource:
                 JWKS_FETCHES.labels(outcome="not_modified").inc()
                 keyset = KeySet(keys=self._keyset.keys, fetched_at=time.monotonic(), ttl=ttl)
             else:
-                keys = parse_jwks(doc, cfg.algorithms)
+                try:
+                    keys = parse_jwks(doc, cfg.algorithms)
+                except FetchError:
+                    raise
+                except Exception as exc:  # an IdP bug must become a failed fetch, never a 500 for a caller
+                    raise FetchError(f"JWKS at {uri} could not be parsed ({type(exc).__name__})") from None
                 if not keys:
                     raise FetchError(f"JWKS at {uri} has no usable signing key")
                 JWKS_FETCHES.labels(outcome="success").inc()
