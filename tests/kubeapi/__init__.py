@@ -6,8 +6,10 @@ serviceaccounts; events.k8s.io/v1 events (read-only view of the core events); ev
 imagecatalogs, clusterimagecatalogs, failoverquorums) with their status and scale subresources.
 Verbs: get, list (labelSelector, fieldSelector, limit/continue), create (generateName), update, patch (merge,
 JSON, strategic for built-in kinds only, apply as a merge approximation), delete (finalizers, propagation,
-preconditions), all with dryRun=All and fieldValidation. Not served: watch, deletecollection, managedFields,
-server-side apply conflicts, admission webhooks. Module docstrings say what each part models.
+preconditions; namespace deletion), all with dryRun=All and fieldValidation (unknown and duplicate fields).
+Also: bearer-token authentication (401), RBAC denials (403 in kube-apiserver's wording), fault injection.
+Not served: watch, deletecollection, per-manager managedFields and server-side apply conflicts, admission
+webhooks, pod graceful termination (pods go at once). Module docstrings say what each part models.
 """
 
 from .server import DEFAULT_TOKEN, DEFAULT_USER, KubeApiServer, SeenRequest

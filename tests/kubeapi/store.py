@@ -836,9 +836,12 @@ def validate_object_meta(res: Resource, obj: Obj, old: Obj | None) -> list[E.Fie
             continue
         for problem in label_value_problems(value):
             errs.append(E.invalid("metadata.labels", value, problem))
-    for key in meta.get("annotations") or {}:
+    annotations = meta.get("annotations") or {}
+    for key in annotations:
         for problem in label_key_problems(key):
             errs.append(E.invalid("metadata.annotations", key, problem))
+    if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
+        errs.append(E.FieldError("too_long", "metadata.annotations", "", "may not be more than 262144 bytes"))
     for i, ref in enumerate(meta.get("ownerReferences") or []):
         where = f"metadata.ownerReferences[{i}]"
         for needed in ("apiVersion", "kind", "name", "uid"):
