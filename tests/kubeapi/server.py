@@ -468,7 +468,7 @@ class KubeApiServer:
         if res.crd is not None:
             accepted.remove("application/strategic-merge-patch+json")
         if content_type not in accepted:
-            raise E.unsupported_media_type(content_type, accepted)
+            raise E.unsupported_media_type(accepted)
         if content_type == "application/apply-patch+yaml":
             try:
                 patch = yaml.safe_load(body.decode() or "{}")
@@ -497,7 +497,6 @@ class KubeApiServer:
             target.subresource,
             dry_run,
             field_validation,
-            query.get("fieldManager"),
         )
 
     # ------------------------------------------------------------ scale subresource (clusters, poolers)
@@ -713,7 +712,7 @@ def _parse_body(body: bytes, content_type: str, res: Resource, store: Store) -> 
     accepted = ["application/json", "application/yaml"]
     if res.crd is None:
         accepted.append("application/vnd.kubernetes.protobuf")
-    raise E.unsupported_media_type(content_type, accepted)
+    raise E.unsupported_media_type(accepted)
 
 
 class _JsonObject(dict[str, Any]):

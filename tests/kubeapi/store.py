@@ -509,7 +509,6 @@ class Store:
         subresource: str,
         dry_run: bool,
         field_validation: str,
-        field_manager: str | None,
     ) -> WriteResult:
         self._check_writable(res)
         current = self.find(res, namespace, name)
