@@ -75,6 +75,7 @@ KNOWN_METHODS = frozenset(
 )
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE = b": keepalive\n\n"
+COALESCE_SECONDS = 0.005
 
 
 def _dumps(obj: Any) -> bytes:
@@ -460,14 +461,31 @@ class McpTransport:
         if initialize:
             headers[SESSION_HEADER] = session.id
         response = web.StreamResponse(status=200, headers=headers)
-        await response.prepare(request)
         token = object()
         stream.attach(token, None)
         close_after = 0.0
+        priming = b""
         if not initialize and supports_priming(session.protocol_version):
-            await response.write(session.priming_frame(stream))
+            # Allocated first so its id precedes every event of the stream.
+            priming = session.priming_frame(stream)
             # Only a client holding an event id can resume, so only then may the stream be closed early.
             close_after = self.config.sse_close_after
+        if not stream.finished:
+            # A quick answer lets headers, priming event, response and end of stream leave in one write;
+            # a slow one delays the priming event by this much at most.
+            await _wait(stream, COALESCE_SECONDS)
+        await response.prepare(request)
+        if stream.finished and stream.attached is token:
+            frames, stream.outbox = stream.outbox, deque()
+            if frames:
+                stream.delivered_seq = max(stream.delivered_seq, frames[-1][0])
+            stream.detach(token)
+            session.retire(stream)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write_eof(priming + b"".join(frame for _, frame in frames))
+            return response
+        if priming:
+            await response.write(priming)
         await self._pump(response, session, stream, token, close_after)
         return response
 
@@ -560,6 +578,19 @@ class McpTransport:
             return found
         self.manager.end_session(found, "client_delete")
         return web.Response(status=204)
+
+
+async def _wait(stream: Stream, seconds: float) -> None:
+    """Until the stream has news or `seconds` pass."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    stream.waiter = waiter
+    handle = loop.call_later(seconds, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        handle.cancel()
+        stream.waiter = None
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:
