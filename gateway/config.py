@@ -7,6 +7,7 @@ them. Validation errors raise `ConfigError` naming the variable so an operator k
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -320,7 +321,15 @@ def load_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> GatewayCo
         raise ConfigError("MAX_MESSAGE_BYTES must be at least 1024")
     if values.get("host", "127.0.0.1").strip("[]") == "":
         raise ConfigError("HOST must not be empty")
-    values["auth"] = load_auth_config(env)
+    auth = load_auth_config(env)
+    if auth is not None:
+        # Flags may override MCP_PATH/PUBLIC_URL; the auth layer's metadata must name the same endpoint.
+        auth = dataclasses.replace(
+            auth,
+            mcp_path=values.get("mcp_path", auth.mcp_path),
+            public_url=values.get("public_url") or auth.public_url,
+        )
+    values["auth"] = auth
     config = GatewayConfig(**values)
     if config.auth is None and not config.allow_insecure and not is_loopback_host(config.host):
         raise ConfigError(

@@ -181,7 +181,9 @@ class McpTransport:
         self.config = config
         self.manager = manager
         self.authenticator = authenticator
-        self._check_host = is_loopback_host(config.host)
+        # DNS rebinding threatens unauthenticated loopback servers; with auth a rebound page holds no token,
+        # and a proxy in front may legitimately send its public Host.
+        self._check_host = is_loopback_host(config.host) and config.auth is None
         allowed_hosts = set()
         if config.public_host:
             allowed_hosts.add(config.public_host)

@@ -55,6 +55,14 @@ def test_flags_win_over_environment() -> None:
     assert config.upstream_socket == "/run/mcp.sock"
 
 
+def test_flags_for_path_and_public_url_reach_the_auth_settings() -> None:
+    env = {"OIDC_ISSUER": "http://127.0.0.1:9/", "OIDC_AUDIENCE": "cnpg-mcp", "MCP_PATH": "/env-path"}
+    config = load_config(["--mcp-path", "/flag-path", "--public-url", "https://mcp.example.com"], env)
+    assert config.auth is not None
+    assert config.auth.mcp_path == "/flag-path"
+    assert config.auth.public_url == "https://mcp.example.com"
+
+
 def test_config_is_frozen() -> None:
     config = GatewayConfig()
     with pytest.raises(AttributeError):
