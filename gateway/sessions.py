@@ -33,6 +33,7 @@ HANDSHAKE_VERSIONS: tuple[str, ...] = ("2024-11-05", "2025-03-26", "2025-06-18",
 PRIMING_FROM = HANDSHAKE_VERSIONS.index("2025-11-25")
 GET_STREAM = 0
 RETIRED_STREAMS_KEPT = 32
+RETIRED_BYTES_KEPT = 4 * 1024 * 1024
 MAX_KNOWN_TOOLS = 1000
 UPSTREAM_EXITED = -32603
 SESSION_CLOSING_ERRORS = {
@@ -66,6 +67,7 @@ class Stream:
 
     __slots__ = (
         "attached",
+        "bytes",
         "delivered_seq",
         "events",
         "finished",
@@ -86,6 +88,8 @@ class Stream:
         self.finished = False
         self.json_mode = json_mode
         self.delivered_seq = 0
+        self.bytes = 0
+        """Bytes ever pushed: an upper bound of what the replay buffer holds."""
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -94,6 +98,7 @@ class Stream:
 
     def push(self, seq: int, frame: bytes) -> None:
         self.events.append((seq, frame))
+        self.bytes += len(frame)
         if self.attached is not None:
             self.outbox.append((seq, frame))
             self.wake()
@@ -145,6 +150,7 @@ class Session:
         self.progress: dict[Any, Pending] = {}
         self.streams: dict[int, Stream] = {}
         self.retired: OrderedDict[int, Stream] = OrderedDict()
+        self.retired_bytes = 0
         self.get_stream = Stream(GET_STREAM, manager.config.replay_buffer)
         self._next_sid = 1
         self._seq = 0
@@ -162,11 +168,14 @@ class Session:
         return stream
 
     def retire(self, stream: Stream) -> None:
-        """Keep a finished stream briefly so a client that lost the last event can still resume it."""
-        if self.streams.pop(stream.sid, None) is not None and not stream.json_mode:
-            self.retired[stream.sid] = stream
-            while len(self.retired) > RETIRED_STREAMS_KEPT:
-                self.retired.popitem(last=False)
+        """Keep a finished stream briefly (bounded in count and bytes) so a client can still resume it."""
+        if self.streams.pop(stream.sid, None) is None or stream.json_mode:
+            return
+        self.retired[stream.sid] = stream
+        self.retired_bytes += stream.bytes
+        while self.retired and (len(self.retired) > RETIRED_STREAMS_KEPT or self.retired_bytes > RETIRED_BYTES_KEPT):
+            _, evicted = self.retired.popitem(last=False)
+            self.retired_bytes -= evicted.bytes
 
     def find_stream(self, sid: int) -> Stream | None:
         if sid == GET_STREAM:
@@ -233,6 +242,9 @@ class Session:
         stream.open_requests -= 1
         if stream.open_requests <= 0:
             stream.finish()
+            if stream.attached is None and not stream.json_mode:
+                # Nobody is reading it (the client hung up); the connection that would retire it is gone.
+                self.retire(stream)
 
     # --- upstream -> client -------------------------------------------------------------------------------
 
