@@ -43,7 +43,7 @@ def build_authenticator(config: GatewayConfig) -> Authenticator | None:
     if config.auth is None:
         return None
     # Imported here so the gateway runs without the auth layer when auth is off.
-    from gateway.auth import build_authenticator as build  # type: ignore[attr-defined]
+    from gateway.auth import build_authenticator as build
 
     authenticator: Authenticator = build(config.auth)
     return authenticator

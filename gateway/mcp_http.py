@@ -393,9 +393,11 @@ class McpTransport:
     def _record_denied(self, session: Session, principal: Principal, msg: dict[str, Any]) -> None:
         """Audit line and TOOL_CALLS sample for a refused call (the auth layer counts AUTHZ_DENIALS itself)."""
         params = msg.get("params")
-        tool, args = "", []
+        tool: str = ""
+        args: list[str] = []
         if isinstance(params, dict):
-            tool = params.get("name") if isinstance(params.get("name"), str) else ""
+            name = params.get("name")
+            tool = name if isinstance(name, str) else ""
             if isinstance(params.get("arguments"), dict):
                 args = sorted(str(k) for k in params["arguments"])
         record_tool_call(self.manager, principal, tool, args, "denied", 0.0, session.tag)

@@ -81,9 +81,13 @@ def fake() -> FakeAuthenticator:
 @pytest.fixture
 async def server(fake: FakeAuthenticator) -> AsyncIterator[TestServer]:
     config = GatewayConfig(upstream_command=ECHO, metrics_port=0)
-    app = create_app(config, authenticator=fake)  # type: ignore[arg-type]
-    async with TestServer(app, host="127.0.0.1") as test_server:
+    app = create_app(config, authenticator=fake)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    try:
         yield test_server
+    finally:
+        await test_server.close()
 
 
 @pytest.fixture
@@ -189,6 +193,6 @@ async def test_readiness_follows_the_authenticator(
 
 async def test_authenticator_is_started_and_closed_with_the_app(fake: FakeAuthenticator) -> None:
     config = GatewayConfig(upstream_command=ECHO, metrics_port=0)
-    async with TestServer(create_app(config, authenticator=fake), host="127.0.0.1"):  # type: ignore[arg-type]
+    async with TestServer(create_app(config, authenticator=fake), host="127.0.0.1"):
         assert fake.calls == ["start"]
     assert fake.calls == ["start", "close"]

@@ -54,7 +54,8 @@ def server_request(method: str, params: dict[str, Any]) -> Any:
     with _out_lock:
         _counter += 1
         req_id = f"srv-{_counter}"
-    event, box = threading.Event(), []
+    event = threading.Event()
+    box: list[Any] = []
     _waiting[req_id] = (event, box)
     send({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
     event.wait(60)
