@@ -474,11 +474,15 @@ class McpTransport:
             priming = session.priming_frame(stream)
             # Only a client holding an event id can resume, so only then may the stream be closed early.
             close_after = self.config.sse_close_after
-        if not stream.finished:
-            # A quick answer lets headers, priming event, response and end of stream leave in one write;
-            # a slow one delays the priming event by this much at most.
-            await _wait(stream, COALESCE_SECONDS)
-        await response.prepare(request)
+        try:
+            if not stream.finished:
+                # A quick answer lets headers, priming event, response and end of stream leave in one write;
+                # a slow one delays the priming event by this much at most.
+                await _wait(stream, COALESCE_SECONDS)
+            await response.prepare(request)
+        except BaseException:
+            stream.detach(token)  # the client left; the stream stays resumable
+            raise
         if stream.finished and stream.attached is token:
             frames, stream.outbox = stream.outbox, deque()
             if frames:
@@ -488,19 +492,26 @@ class McpTransport:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write_eof(priming + b"".join(frame for _, frame in frames))
             return response
-        if priming:
-            await response.write(priming)
-        await self._pump(response, session, stream, token, close_after)
+        await self._pump(response, session, stream, token, close_after, first=priming)
         return response
 
     async def _pump(
-        self, response: web.StreamResponse, session: Session, stream: Stream, token: object, close_after: float
+        self,
+        response: web.StreamResponse,
+        session: Session,
+        stream: Stream,
+        token: object,
+        close_after: float,
+        *,
+        first: bytes = b"",
     ) -> None:
-        """Write the stream's events to this connection until it finishes, is replaced, or (polling) times out."""
+        """Write `first`, then the stream's events, until it finishes, is replaced, or (polling) times out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + close_after if close_after > 0 and stream.sid != GET_STREAM else None
         keepalive = self.config.sse_keepalive
         try:
+            if first:
+                await response.write(first)
             while stream.attached is token:
                 if stream.outbox:
                     frames, stream.outbox = stream.outbox, deque()
@@ -568,10 +579,11 @@ class McpTransport:
         await response.prepare(request)
         token = object()
         stream.attach(token, after)
+        priming = b""
         if after is None and not stream.outbox and supports_priming(session.protocol_version):
-            await response.write(session.priming_frame(stream))
+            priming = session.priming_frame(stream)
         # A resumed stream stays open until its response: the client has already waited one polling interval.
-        await self._pump(response, session, stream, token, 0.0)
+        await self._pump(response, session, stream, token, 0.0, first=priming)
         return response
 
     # --- DELETE -------------------------------------------------------------------------------------------
