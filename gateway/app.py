@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -58,6 +59,9 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
     transport = McpTransport(config, manager, authenticator)
     mcp_path = config.mcp_path
 
+    # Labelled metric children by (method, status): label lookups cost more than the increments.
+    metric_children: dict[tuple[str | None, int], tuple[Any, Any]] = {}
+
     @web.middleware
     async def request_log(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,9 +82,17 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
             elapsed = time.perf_counter() - started
             mcp_method = request.get(MCP_METHOD)
             if request.path == mcp_path:
-                label = mcp_method if mcp_method in ("GET", "DELETE", "batch", "response") else method_label(mcp_method)
-                metrics.REQUESTS.labels(label, str(status)).inc()
-                metrics.REQUEST_DURATION.labels(label).observe(elapsed)
+                key = (mcp_method, status)
+                children = metric_children.get(key)
+                if children is None:
+                    label = (
+                        mcp_method if mcp_method in ("GET", "DELETE", "batch", "response") else method_label(mcp_method)
+                    )
+                    children = (metrics.REQUESTS.labels(label, str(status)), metrics.REQUEST_DURATION.labels(label))
+                    if len(metric_children) < 1024:
+                        metric_children[key] = children
+                children[0].inc()
+                children[1].observe(elapsed)
             log.info(
                 "http_request",
                 method=request.method,

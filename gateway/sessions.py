@@ -339,6 +339,10 @@ class Session:
         return any(s.attached is not None for s in self.streams.values())
 
 
+_TOOL_CALL_CHILDREN: dict[tuple[str, str], Any] = {}
+"""Bounded like the label values: known tools (at most MAX_KNOWN_TOOLS, plus "other") times outcomes."""
+
+
 def record_tool_call(
     manager: SessionManager,
     principal: Principal | None,
@@ -350,7 +354,10 @@ def record_tool_call(
 ) -> None:
     """One audit line and one metric sample per tools/call; argument values never leave the gateway."""
     label = tool if tool in manager.known_tools else metrics.OTHER
-    metrics.TOOL_CALLS.labels(label, outcome).inc()
+    child = _TOOL_CALL_CHILDREN.get((label, outcome))
+    if child is None:
+        child = _TOOL_CALL_CHILDREN[(label, outcome)] = metrics.TOOL_CALLS.labels(label, outcome)
+    child.inc()
     audit_log.info(
         "tool_call",
         subject=principal.subject if principal is not None else "anonymous",
