@@ -324,3 +324,56 @@ async def test_unreachable_socket_is_502(
     body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
     async with http.post(gw.mcp_url, json=body, headers=McpHttp(http, gw.mcp_url).headers()) as response:
         assert response.status == 502
+
+
+ODD = f"{sys.executable} -S {Path(__file__).parent / 'upstreams' / 'odd_server.py'}"
+
+
+async def test_refused_initialize_reaches_the_client_and_ends_the_session(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=f"{ODD} refuse-init")
+    client = McpHttp(http, gw.mcp_url)
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "1999-01-01"}}
+    async with http.post(gw.mcp_url, json=body, headers=client.headers()) as response:
+        client.session_id = response.headers["Mcp-Session-Id"]
+        reply = messages(await read_sse(response, until_id=0))[-1]
+    assert reply["error"]["code"] == -32602
+    await eventually(lambda: not children(gw.process.pid))
+    async with http.post(gw.mcp_url, json=call(1, "echo"), headers=client.headers()) as after:
+        assert after.status == 404
+
+
+async def test_upstream_closing_stdout_ends_the_session_and_its_process(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=f"{ODD} close-stdout")
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    (pid,) = children(gw.process.pid)
+    reply = await client.call_tool("anything")
+    assert reply["error"]["code"] == -32603
+    await eventually(lambda: not exists(pid))
+
+
+async def test_noise_from_the_upstream_is_ignored(gateway_factory: StartGateway, http: aiohttp.ClientSession) -> None:
+    gw = gateway_factory(upstream_command=f"{ODD} garbage")
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    for _ in range(3):
+        assert (await client.call_tool("anything"))["result"]["content"][0]["text"] == "ok"
+    assert "upstream_invalid_json" in gw.logs()
+    assert "upstream_response_unmatched" in gw.logs()
+
+
+async def test_json_reply_to_initialize_carries_the_session_id(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=ECHO_UPSTREAM)
+    client = McpHttp(http, gw.mcp_url)
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}
+    headers = client.headers(Accept="application/json;q=1, text/event-stream;q=0.2")
+    async with http.post(gw.mcp_url, json=body, headers=headers) as response:
+        assert response.content_type == "application/json"
+        assert response.headers["Mcp-Session-Id"]
+        assert (await response.json())["result"]["protocolVersion"] == "2025-06-18"
