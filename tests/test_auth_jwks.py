@@ -354,3 +354,48 @@ def test_malformed_key_entries_are_skipped(idp: DevIdp) -> None:
     ]
     keys = parse_jwks({"keys": [*broken, *public]}, ALLOWED)
     assert sorted(k for k in keys if k) == sorted(j["kid"] for j in public)
+
+
+# Every allowed algorithm against a key of the right type ------------------------------------------------------
+
+
+async def test_algorithms_are_matched_to_key_types(auth_app_factory: Any, idp: DevIdp, minter: Minter) -> None:
+    import json
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    p384_key = ec.generate_private_key(ec.SECP384R1())
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    jwks = {
+        "keys": [
+            {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa-any"},  # no alg: RS* and PS*
+            {**ECAlgorithm.to_jwk(p384_key.public_key(), as_dict=True), "kid": "p384"},
+            {**OKPAlgorithm.to_jwk(ed_key.public_key(), as_dict=True), "kid": "ed"},
+        ]
+    }
+    runner, uri = await serve_jwks(json.dumps(jwks).encode())
+    try:
+        app = await auth_app_factory(
+            auth_env(idp, OIDC_JWKS_URI=uri, OIDC_ALGORITHMS="RS256 RS384 PS256 ES256 ES384 EdDSA"), **FAST
+        )
+
+        async def status(key: Any, alg: str, kid: str) -> int | str:
+            """200, or the refusal's description."""
+            token = jwt.encode(minter.claims(), key, algorithm=alg, headers={"kid": kid})
+            resp = await app.get(token=token)
+            return 200 if resp.status == 200 else str((await resp.json())["error_description"])
+
+        assert await status(rsa_key, "RS256", "rsa-any") == 200
+        assert await status(rsa_key, "RS384", "rsa-any") == 200
+        assert await status(rsa_key, "PS256", "rsa-any") == 200
+        assert await status(p384_key, "ES384", "p384") == 200
+        assert await status(ed_key, "EdDSA", "ed") == 200
+        assert await status(rsa_key, "RS512", "rsa-any") == "Token algorithm is not allowed"
+        p256_key = ec.generate_private_key(ec.SECP256R1())
+        assert await status(p256_key, "ES256", "p384") == "Token algorithm does not match its key"
+        assert await status(ed_key, "EdDSA", "rsa-any") == "Token algorithm does not match its key"
+    finally:
+        await runner.cleanup()
