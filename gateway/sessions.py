@@ -80,7 +80,8 @@ class Stream:
 
     def __init__(self, sid: int, replay: int, *, json_mode: bool = False) -> None:
         self.sid = sid
-        self.events: deque[tuple[int, bytes]] = deque(maxlen=replay)
+        # A JSON reply needs every response of its batch, so only SSE streams cap what they keep.
+        self.events: deque[tuple[int, bytes]] = deque(maxlen=None if json_mode else replay)
         self.outbox: deque[tuple[int, bytes]] = deque()
         self.attached: object | None = None
         self.waiter: asyncio.Future[None] | None = None
