@@ -169,3 +169,19 @@ async def test_sdk_client_survives_polling(gateway_factory: StartGateway) -> Non
     async with Client(gw.mcp_url) as sdk:
         result = await sdk.call_tool("sleep", {"seconds": 0.8})
         assert result.content[0].text == "slept"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("accept", ["application/json, text/event-stream", "application/json, text/event-stream;q=0.5"])
+async def test_a_batch_larger_than_the_replay_buffer_gets_every_response(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession, accept: str
+) -> None:
+    gw = gateway_factory(upstream_command=ECHO_UPSTREAM, env={"SSE_REPLAY_BUFFER": "4"})
+    client = McpHttp(http, gw.mcp_url, version="2025-03-26")
+    await client.initialize()
+    batch = [call(i, "echo", {"text": str(i)}) for i in range(12)]
+    async with http.post(gw.mcp_url, json=batch, headers=client.headers(Accept=accept)) as response:
+        if response.content_type == "application/json":
+            replies = await response.json()
+        else:
+            replies = messages(await read_sse(response))
+    assert sorted(r["id"] for r in replies) == list(range(12))
