@@ -289,7 +289,7 @@ class McpTransport:
             return json_error(413, INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes")
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return json_error(400, PARSE_ERROR, "Parse error: body is not valid JSON")
         batch = isinstance(data, list)
         messages: list[Any] = data if batch else [data]
@@ -387,7 +387,7 @@ class McpTransport:
         for msg in messages:
             if msg.get("method") == "notifications/cancelled":
                 params = msg.get("params")
-                if isinstance(params, dict) and "requestId" in params:
+                if isinstance(params, dict) and isinstance(params.get("requestId"), (str, int)):
                     session.cancel(params["requestId"])
 
     def _record_denied(self, session: Session, principal: Principal, msg: dict[str, Any]) -> None:

@@ -213,7 +213,7 @@ class Session:
             meta = params.get("_meta")
             if isinstance(meta, dict):
                 token = meta.get("progressToken")
-                if token is not None:
+                if isinstance(token, (str, int)):
                     pending.progress_token = token
                     self.progress[token] = pending
             if method == "tools/call":
@@ -253,7 +253,7 @@ class Session:
         """Route one upstream line: a response to its request's stream, anything else to the best stream."""
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             log.warning("upstream_invalid_json", session=self.tag, size=len(line))
             return
         if not isinstance(msg, dict):
@@ -267,7 +267,8 @@ class Session:
         if method == "notifications/progress":
             params = msg.get("params")
             if isinstance(params, dict):
-                owner = self.progress.get(params.get("progressToken"))
+                token = params.get("progressToken")
+                owner = self.progress.get(token) if isinstance(token, (str, int)) else None
                 if owner is not None:
                     target = owner.stream
         if target is None and len(self.pending) == 1:

@@ -415,3 +415,20 @@ async def test_headers_are_case_insensitive(client: McpHttp) -> None:
     }
     async with client.http.post(client.url, json=call_body(32), headers=headers) as response:
         assert response.status == 200
+
+
+async def test_absurdly_deep_json_is_400_parse_error(client: McpHttp) -> None:
+    status, _, body = await post_raw(client.http, client.url, "[" * 60000, client.headers())
+    assert status == 400
+    assert body["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("odd", [{"a": 1}, [1, 2], 1.5, None, True])
+async def test_odd_progress_tokens_and_cancel_ids_do_not_break_the_session(client: McpHttp, odd: Any) -> None:
+    body = call_body(41)
+    body["params"]["_meta"] = {"progressToken": odd}
+    async with client.http.post(client.url, json=body, headers=client.headers()) as response:
+        assert response.status == 200
+        assert messages(await read_sse(response, until_id=41))[-1]["id"] == 41
+    assert await client.notify("notifications/cancelled", {"requestId": odd}) == 202
+    assert (await client.call_tool("echo", {"text": "fine"}))["result"]["content"][0]["text"] == "fine"
