@@ -243,8 +243,9 @@ class Session:
         stream.open_requests -= 1
         if stream.open_requests <= 0:
             stream.finish()
-            if stream.attached is None and not stream.json_mode:
-                # Nobody is reading it (the client hung up); the connection that would retire it is gone.
+            if stream.attached is None:
+                # No SSE connection is reading it (the client hung up), or it is a JSON reply whose handler holds
+                # its own reference: either way the session's table need not keep it open.
                 self.retire(stream)
 
     # --- upstream -> client -------------------------------------------------------------------------------
