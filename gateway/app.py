@@ -38,6 +38,8 @@ class GatewayState:
 
 
 STATE_KEY = web.AppKey("gateway_state", GatewayState)
+_TRANSPORT_LABELS = frozenset({"GET", "DELETE", "OPTIONS", "batch", "response"})
+"""Request labels that are not JSON-RPC methods."""
 
 
 def build_authenticator(config: GatewayConfig) -> Authenticator | None:
@@ -85,9 +87,7 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
                 key = (mcp_method, status)
                 children = metric_children.get(key)
                 if children is None:
-                    label = (
-                        mcp_method if mcp_method in ("GET", "DELETE", "batch", "response") else method_label(mcp_method)
-                    )
+                    label = mcp_method if mcp_method in _TRANSPORT_LABELS else method_label(mcp_method)
                     children = (metrics.REQUESTS.labels(label, str(status)), metrics.REQUEST_DURATION.labels(label))
                     if len(metric_children) < 1024:
                         metric_children[key] = children
@@ -130,6 +130,7 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
     if authenticator is not None:
         app.router.add_routes(authenticator.routes())
     app.cleanup_ctx.append(lifetime)
+    app.on_response_prepare.append(transport.add_cors_headers)
     return app
 
 

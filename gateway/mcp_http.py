@@ -75,6 +75,14 @@ KNOWN_METHODS = frozenset(
 )
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE = b": keepalive\n\n"
+EXPOSED_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry-After"
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, DELETE",
+    "Access-Control-Allow-Headers": (
+        "Content-Type, Accept, Authorization, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
+    ),
+    "Access-Control-Max-Age": "600",
+}
 COALESCE_SECONDS = 0.005
 
 
@@ -201,6 +209,10 @@ class McpTransport:
         rejection = self._check_origin(request)
         if rejection is not None:
             return rejection
+        if request.method == "OPTIONS":
+            # CORS preflight from an allowed origin (checked above): browsers send it without credentials.
+            request[MCP_METHOD] = "OPTIONS"
+            return web.Response(status=204, headers=PREFLIGHT_HEADERS)
         principal: Principal | None = None
         if self.authenticator is not None:
             try:
@@ -218,7 +230,7 @@ class McpTransport:
         if method == "DELETE":
             request[MCP_METHOD] = "DELETE"
             return self._delete(request, principal)
-        return json_error(405, INVALID_REQUEST, "Method not allowed", headers={"Allow": "GET, POST, DELETE"})
+        return json_error(405, INVALID_REQUEST, "Method not allowed", headers={"Allow": "GET, POST, DELETE, OPTIONS"})
 
     def _check_origin(self, request: web.Request) -> web.Response | None:
         """Refuse browsers from foreign origins and, on loopback, foreign Host names (DNS rebinding)."""
@@ -230,6 +242,15 @@ class McpTransport:
             if host is not None and not self._host_allowed(host):
                 return json_error(403, INVALID_REQUEST, "Forbidden: host not allowed")
         return None
+
+    async def add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """on_response_prepare hook: let a browser page from an allowed origin read MCP responses."""
+        origin = request.headers.get("Origin")
+        if origin is None or request.path != self.config.mcp_path or not self._origin_allowed(origin):
+            return
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers["Vary"] = "Origin"
 
     def _origin_allowed(self, origin: str) -> bool:
         origin = origin.strip().lower()

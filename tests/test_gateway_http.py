@@ -432,3 +432,39 @@ async def test_odd_progress_tokens_and_cancel_ids_do_not_break_the_session(clien
         assert messages(await read_sse(response, until_id=41))[-1]["id"] == 41
     assert await client.notify("notifications/cancelled", {"requestId": odd}) == 202
     assert (await client.call_tool("echo", {"text": "fine"}))["result"]["content"][0]["text"] == "fine"
+
+
+async def test_cors_preflight_from_an_allowed_origin(gw: RunningGateway, http: aiohttp.ClientSession) -> None:
+    headers = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, mcp-session-id",
+    }
+    async with http.options(gw.mcp_url, headers=headers) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+        assert "Mcp-Session-Id" in response.headers["Access-Control-Allow-Headers"]
+
+
+async def test_cors_preflight_from_a_foreign_origin_is_403(gw: RunningGateway, http: aiohttp.ClientSession) -> None:
+    headers = {"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
+    async with http.options(gw.mcp_url, headers=headers) as response:
+        assert response.status == 403
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_browser_pages_from_allowed_origins_can_read_the_session_id(
+    gw: RunningGateway, http: aiohttp.ClientSession
+) -> None:
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    headers = McpHttp(http, gw.mcp_url).headers(Origin="https://app.example.com")
+    async with http.post(gw.mcp_url, json=body, headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert "Mcp-Session-Id" in response.headers["Access-Control-Expose-Headers"]
+
+
+async def test_no_cors_headers_without_an_origin(client: McpHttp) -> None:
+    async with client.http.post(client.url, json=call_body(51), headers=client.headers()) as response:
+        assert "Access-Control-Allow-Origin" not in response.headers
