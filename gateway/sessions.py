@@ -286,6 +286,7 @@ class Session:
             log.warning("upstream_response_unmatched", session=self.tag)
             return
         self._forget(pending)
+        self.last_activity = time.monotonic()  # a long call must not leave the session looking idle at its end
         method = pending.method
         result = msg.get("result")
         if method == "tools/call":
