@@ -26,7 +26,7 @@ from mcp_types import CallToolResult
 
 from tests.fixtures.gateway import free_port
 from tests.fixtures.idp import ISSUED_TOKENS, LOG_FILES, DevIdp
-from tests.test_server_helpers import CNPG, pod
+from tests.test_server_helpers import CNPG, operator_reconciles
 
 ROOT = Path(__file__).resolve().parent.parent
 READ_SCOPES = "openid cnpg:read"
@@ -68,19 +68,6 @@ async def call(client: Client, tool: str, **arguments: Any) -> CallToolResult:
     result = await client.call_tool(tool, arguments)
     assert isinstance(result, CallToolResult)
     return result
-
-
-def operator_reconciles(kube_api: Any, name: str, instances: int) -> None:
-    """Play the CNPG operator's part: report the cluster healthy and create its instance pods."""
-    obj = kube_api.get(CNPG, "clusters", "default", name)
-    names = [f"{name}-{i}" for i in range(1, instances + 1)]
-    obj["status"] = {"phase": "Cluster in healthy state", "instances": instances, "readyInstances": instances,
-                     "currentPrimary": names[0], "targetPrimary": names[0], "instanceNames": names,
-                     "instancesStatus": {"healthy": names}}
-    kube_api.seed(obj)
-    for i, pod_name in enumerate(names, start=1):
-        if kube_api.get("v1", "pods", "default", pod_name) is None:
-            kube_api.seed(pod(name, i, role="primary" if i == 1 else "replica"))
 
 
 async def test_an_assistant_runs_a_cluster_lifecycle_through_the_gateway(

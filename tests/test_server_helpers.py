@@ -166,3 +166,16 @@ def seed_cluster_with_pods(kube_api: Any, name: str = "pg", namespace: str = "de
     for i in range(1, obj["spec"]["instances"] + 1):
         pod_name = f"{name}-{i}"
         kube_api.seed(pod(name, i, namespace=namespace, role="primary" if pod_name == primary else "replica"))
+
+
+def operator_reconciles(kube_api: Any, name: str, instances: int) -> None:
+    """Play the operator's part for the fake: report the cluster healthy and create its instance pods."""
+    obj = kube_api.get(CNPG, "clusters", "default", name)
+    names = [f"{name}-{i}" for i in range(1, instances + 1)]
+    obj["status"] = {"phase": "Cluster in healthy state", "instances": instances, "readyInstances": instances,
+                     "currentPrimary": names[0], "targetPrimary": names[0], "instanceNames": names,
+                     "instancesStatus": {"healthy": names}}
+    kube_api.seed(obj)
+    for i, pod_name in enumerate(names, start=1):
+        if kube_api.get("v1", "pods", "default", pod_name) is None:
+            kube_api.seed(pod(name, i, role="primary" if i == 1 else "replica"))

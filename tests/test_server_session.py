@@ -9,24 +9,11 @@ from tests.test_server_helpers import (
     kube_fixture,  # noqa: F401 - registers the `kube` fixture
     mcp_client,
     ok,
-    pod,
+    operator_reconciles,
     query_of,
     text,
     writes,
 )
-
-
-def operator_reconciles(kube_api: Any, name: str, instances: int) -> None:
-    """Play the operator's part for the fake: report the cluster healthy and create its instance pods."""
-    obj = kube_api.get(CNPG, "clusters", "default", name)
-    names = [f"{name}-{i}" for i in range(1, instances + 1)]
-    obj["status"] = {"phase": "Cluster in healthy state", "instances": instances, "readyInstances": instances,
-                     "currentPrimary": names[0], "targetPrimary": names[0], "instanceNames": names,
-                     "instancesStatus": {"healthy": names}}
-    kube_api.seed(obj)
-    for i, pod_name in enumerate(names, start=1):
-        if kube_api.get("v1", "pods", "default", pod_name) is None:
-            kube_api.seed(pod(name, i, role="primary" if i == 1 else "replica"))
 
 
 async def test_assistant_session_from_dry_run_to_confirmed_delete(kube: Any) -> None:

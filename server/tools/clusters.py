@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from server.kube import CLUSTERS, PODS, KubeError
+from server.kube import CLUSTERS
 from server.tools.common import (
     AllNamespaces,
     ClusterName,
@@ -28,6 +28,7 @@ from server.tools.common import (
     strip_noise,
     table,
 )
+from server.tools.instances import instance_pod
 
 if TYPE_CHECKING:
     from server.app import Deps, Registry
@@ -380,15 +381,7 @@ def register(r: "Registry") -> None:
             fenced_list = []
         if target_instance in fenced_list or "*" in fenced_list:
             raise InputError(f"Refused: {target_instance} is fenced and cannot be promoted.")
-        try:
-            pod = await kube.get(PODS, ns, target_instance)
-        except KubeError as exc:
-            if exc.status == 404:
-                raise InputError(f"Refused: instance {target_instance} does not exist in namespace {ns}; "
-                                 "list_instances shows the instances.") from None
-            raise
-        if (meta(pod).get("labels") or {}).get("cnpg.io/cluster") != name:
-            raise InputError(f"Refused: pod {target_instance} is not an instance of cluster {name}.")
+        pod = await instance_pod(kube, ns, name, target_instance)
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status(pod).get("conditions") or [])
         if not ready:

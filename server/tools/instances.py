@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from server.kube import CLUSTERS, PODS, KubeError
+from server.kube import CLUSTERS, PODS, Kube, KubeError
 from server.tools.common import (
     ClusterName,
     InputError,
@@ -44,6 +44,20 @@ def instance_row(pod: dict[str, Any]) -> dict[str, Any]:
         "restarts": restarts,
         "age": age(meta(pod).get("creationTimestamp")),
     }
+
+
+async def instance_pod(kube: Kube, namespace: str, cluster: str, instance: str) -> dict[str, Any]:
+    """The pod of one instance of `cluster`; a missing pod or one of another cluster is an input error."""
+    try:
+        pod = await kube.get(PODS, namespace, instance)
+    except KubeError as exc:
+        if exc.status == 404:
+            raise InputError(f"Refused: instance {instance} does not exist in namespace {namespace}; "
+                             "list_instances shows the instances.") from None
+        raise
+    if (meta(pod).get("labels") or {}).get("cnpg.io/cluster") != cluster:
+        raise InputError(f"Refused: pod {instance} is not an instance of cluster {cluster}.")
+    return pod
 
 
 def register(r: "Registry") -> None:
@@ -87,15 +101,7 @@ def register(r: "Registry") -> None:
         """Recent log lines of one instance of a cluster (bounded; the newest lines are kept)."""
         ns = deps.namespace(namespace)
         require_dns_label("instance name", instance)
-        try:
-            pod = await kube.get(PODS, ns, instance)
-        except KubeError as exc:
-            if exc.status == 404:
-                raise InputError(f"Instance {instance} not found in namespace {ns}; list_instances shows the "
-                                 "instances.") from None
-            raise
-        if (meta(pod).get("labels") or {}).get("cnpg.io/cluster") != cluster:
-            raise InputError(f"Refused: pod {instance} is not an instance of cluster {cluster}.")
+        await instance_pod(kube, ns, cluster, instance)
         text = await kube.pod_log(ns, instance, container=container, tail_lines=tail_lines,
                                   since_seconds=since_seconds, limit_bytes=_MAX_LOG_BYTES, previous=previous)
         budget = deps.config.max_output_chars - 200
