@@ -173,9 +173,74 @@ async def bench_setup(url: str, count: int, pause: float) -> dict[str, float]:
     return {"p50_ms": percentile(times, 0.5) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
 
 
+class RawHttp:
+    """A minimal keep-alive HTTP/1.1 client (one connection per session) so the client's own cost stays small.
+
+    aiohttp's client spends about as much CPU per call as the gateway does; on a 2-core machine that CPU is taken
+    from the gateway, so the closed-loop figures above overstate what the gateway adds.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
+        assert self.reader is not None and self.writer is not None
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.writer.write(
+            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        status_and_headers = await self.reader.readuntil(b"\r\n\r\n")
+        lines = status_and_headers.decode().split("\r\n")
+        received = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in received:
+            return received, await self.reader.readexactly(int(received["content-length"]))
+        payload = b""
+        while True:  # chunked
+            size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
+            chunk = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return received, payload
+            payload += chunk[:-2]
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def raw_worker(port: int, calls: int, latencies: list[float]) -> None:
+    client = RawHttp(port)
+    await client.connect()
+    init = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS}).encode()
+    received, _ = await client.post(init, HEADERS)
+    headers = dict(HEADERS, **{"Mcp-Session-Id": received["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"})
+    await client.post(b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
+    for msg_id in range(1, calls + 1):
+        body = call_line(msg_id)[:-1]
+        started = time.perf_counter()
+        _, payload = await client.post(body, headers)
+        latencies.append(time.perf_counter() - started)
+        assert b'"benchmark payload"' in payload
+    await client.close()
+
+
+async def bench_raw(port: int, sessions: int, calls: int) -> dict[str, float]:
+    await raw_worker(port, 50, [])
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(raw_worker(port, calls, latencies) for _ in range(sessions)))
+    return summary(latencies, time.perf_counter() - started)
+
+
 def show(label: str, figures: dict[str, float]) -> None:
     cells = "  ".join(f"{key}={value:8.3f}" for key, value in figures.items())
-    print(f"{label:<50} {cells}")
+    print(f"{label:<56} {cells}")
 
 
 async def main() -> None:
@@ -206,6 +271,18 @@ async def main() -> None:
                 "throughput_ratio": through["calls_per_s"] / direct["calls_per_s"],
             }
             show(f"  gateway - stdio, {label}", added)
+        for sessions, calls in ((1, args.calls), (8, args.calls // 4)):
+            direct = await bench_stdio(sessions, calls)
+            through = await bench_raw(gateway.port, sessions, calls)
+            show(f"gateway SSE, minimal client, {sessions} session(s)", through)
+            show(
+                f"  gateway - stdio, minimal client, {sessions} session(s)",
+                {
+                    "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
+                    "added_p99_ms": through["p99_ms"] - direct["p99_ms"],
+                    "throughput_ratio": through["calls_per_s"] / direct["calls_per_s"],
+                },
+            )
         json_only = "application/json, text/event-stream;q=0.5"
         show("gateway JSON replies, 1 session", await bench_gateway(gateway.url, 1, args.calls, json_only))
         show("session setup, no warm pool", await bench_setup(gateway.url, args.setups, 0.2))
