@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -505,10 +504,11 @@ class McpTransport:
             stream.detach(token)  # the client left; the stream stays resumable
             raise
         if stream.finished and stream.attached is token:
-            frames, stream.outbox = stream.outbox, deque()
+            frames = stream.take_outbox()
             if frames:
                 stream.delivered_seq = max(stream.delivered_seq, frames[-1][0])
             stream.detach(token)
+            session.relieve(stream)
             session.retire(stream)
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write_eof(priming + b"".join(frame for _, frame in frames))
@@ -535,9 +535,10 @@ class McpTransport:
                 await response.write(first)
             while stream.attached is token:
                 if stream.outbox:
-                    frames, stream.outbox = stream.outbox, deque()
+                    frames = stream.take_outbox()
                     await response.write(frames[0][1] if len(frames) == 1 else b"".join(f for _, f in frames))
                     stream.delivered_seq = max(stream.delivered_seq, frames[-1][0])
+                    session.relieve(stream)
                     continue
                 if stream.finished:
                     break
@@ -562,6 +563,7 @@ class McpTransport:
             pass  # the client went away; the stream stays resumable
         finally:
             stream.detach(token)
+            session.relieve(stream)
             if stream.finished and stream.sid != GET_STREAM:
                 session.retire(stream)
         with contextlib.suppress(ConnectionError, RuntimeError):

@@ -34,6 +34,8 @@ PRIMING_FROM = HANDSHAKE_VERSIONS.index("2025-11-25")
 GET_STREAM = 0
 RETIRED_STREAMS_KEPT = 32
 RETIRED_BYTES_KEPT = 4 * 1024 * 1024
+OUTBOX_LIMIT = 4 * 1024 * 1024
+"""Bytes queued for one slow SSE connection before the upstream is paused."""
 MAX_KNOWN_TOOLS = 1000
 UPSTREAM_EXITED = -32603
 SESSION_CLOSING_ERRORS = {
@@ -74,6 +76,7 @@ class Stream:
         "json_mode",
         "open_requests",
         "outbox",
+        "outbox_bytes",
         "sid",
         "waiter",
     )
@@ -83,6 +86,7 @@ class Stream:
         # A JSON reply needs every response of its batch, so only SSE streams cap what they keep.
         self.events: deque[tuple[int, bytes]] = deque(maxlen=None if json_mode else replay)
         self.outbox: deque[tuple[int, bytes]] = deque()
+        self.outbox_bytes = 0
         self.attached: object | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.open_requests = 0
@@ -102,6 +106,7 @@ class Stream:
         self.bytes += len(frame)
         if self.attached is not None:
             self.outbox.append((seq, frame))
+            self.outbox_bytes += len(frame)
             self.wake()
 
     def attach(self, token: object, after_seq: int | None) -> None:
@@ -111,11 +116,19 @@ class Stream:
         self.attached = token
         start = self.delivered_seq if after_seq is None else after_seq
         self.outbox = deque(item for item in self.events if item[0] > start)
+        self.outbox_bytes = sum(len(frame) for _, frame in self.outbox)
 
     def detach(self, token: object) -> None:
         if self.attached is token:
             self.attached = None
             self.outbox.clear()
+            self.outbox_bytes = 0
+
+    def take_outbox(self) -> deque[tuple[int, bytes]]:
+        """Everything queued for the connection; the caller writes it."""
+        frames, self.outbox = self.outbox, deque()
+        self.outbox_bytes = 0
+        return frames
 
     def finish(self) -> None:
         self.finished = True
@@ -152,6 +165,7 @@ class Session:
         self.streams: dict[int, Stream] = {}
         self.retired: OrderedDict[int, Stream] = OrderedDict()
         self.retired_bytes = 0
+        self.pressured: set[Stream] = set()
         self.get_stream = Stream(GET_STREAM, manager.config.replay_buffer)
         self._next_sid = 1
         self._seq = 0
@@ -204,6 +218,17 @@ class Session:
         if payload.endswith(b"\n"):
             payload = payload[:-1]
         stream.push(seq, b"id: " + eid + b"\ndata: " + payload + b"\n\n")
+        if stream.outbox_bytes > OUTBOX_LIMIT and stream not in self.pressured:
+            # A slow client: stop reading the upstream (its writes block) rather than buffer without bound.
+            self.pressured.add(stream)
+            self.upstream.pause_reading()
+
+    def relieve(self, stream: Stream) -> None:
+        """The connection caught up (or left): read the upstream again once no stream is backed up."""
+        if stream in self.pressured and stream.outbox_bytes <= OUTBOX_LIMIT:
+            self.pressured.discard(stream)
+            if not self.pressured:
+                self.upstream.resume_reading()
 
     # --- client -> upstream -------------------------------------------------------------------------------
 

@@ -178,9 +178,34 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         """Wait while the upstream is not keeping up, so one session cannot buffer without bound."""
         if not self._paused or self._closing:
             return
-        if self._drain_waiter is None:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-        await self._drain_waiter
+        waiter = self._drain_waiter
+        if waiter is None or waiter.done():
+            waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+        # Shielded: several handlers may wait on it, and one client hanging up must not cancel it for the rest.
+        await asyncio.shield(waiter)
+
+    def pause_reading(self) -> None:
+        """Stop reading the upstream's output (its writes block) until `resume_reading`: backpressure."""
+        transport = self._reading_transport()
+        if transport is not None:
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self._reading_transport()
+        if transport is not None:
+            transport.resume_reading()
+
+    def _reading_transport(self) -> asyncio.ReadTransport | None:
+        if self._socket is not None:
+            transport: Any = self._socket
+        elif self.process is not None:
+            transport = self.process.get_pipe_transport(1)
+        else:
+            return None
+        if transport is None or transport.is_closing():
+            return None
+        assert isinstance(transport, asyncio.ReadTransport)
+        return transport
 
     # --- messages -----------------------------------------------------------------------------------------
 

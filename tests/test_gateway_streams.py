@@ -185,3 +185,19 @@ async def test_a_batch_larger_than_the_replay_buffer_gets_every_response(
         else:
             replies = messages(await read_sse(response))
     assert sorted(r["id"] for r in replies) == list(range(12))
+
+
+async def test_a_slow_client_pauses_the_upstream_instead_of_filling_gateway_memory(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=ECHO_UPSTREAM)
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    body = call(1, "flood", {"count": 400, "size": 100_000})  # 40 MB of notifications on the request stream
+    async with http.post(gw.mcp_url, json=body, headers=client.headers()) as response:
+        await read_sse(response, limit=3)
+        await asyncio.sleep(2.0)  # the client stops reading; the upstream must block on its full pipe
+        found = messages(await asyncio.wait_for(read_sse(response, until_id=1), 60))
+    assert len(found) >= 390
+    elapsed = float(found[-1]["result"]["content"][0]["text"])
+    assert elapsed >= 1.5, "the upstream wrote everything while the client was not reading"

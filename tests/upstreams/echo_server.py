@@ -27,6 +27,7 @@ TOOLS = [
         ("fail", "Answer with isError true."),
         ("stderr", "Write `lines` lines to stderr, then answer."),
         ("pid", "Answer with the process id."),
+        ("flood", "Send `count` logging notifications of `size` bytes, then answer with the seconds it took."),
     )
 ]
 
@@ -113,11 +114,23 @@ def call_tool(msg_id: Any, params: dict[str, Any]) -> None:
         text_result(msg_id, "written")
     elif name == "pid":
         text_result(msg_id, str(os.getpid()))
+    elif name == "flood":
+        started = time.monotonic()
+        filler = "z" * int(args.get("size", 100000))
+        for index in range(int(args.get("count", 100))):
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/message",
+                    "params": {"level": "info", "data": filler, "logger": str(index)},
+                }
+            )
+        text_result(msg_id, str(time.monotonic() - started))
     else:
         send({"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32602, "message": f"Unknown tool: {name}"}})
 
 
-SLOW_TOOLS = {"sleep", "progress", "ask", "notify", "stderr"}
+SLOW_TOOLS = {"sleep", "progress", "ask", "notify", "stderr", "flood"}
 
 
 def handle(msg: dict[str, Any]) -> None:
