@@ -440,9 +440,14 @@ class McpTransport:
                 return web.Response(
                     status=403, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
                 )
+        creating = asyncio.ensure_future(self.manager.create(principal.subject if principal else None))
         try:
-            # Shielded: a client hanging up mid-spawn must not leave a half-created session or process.
-            session = await asyncio.shield(self.manager.create(principal.subject if principal else None))
+            # Shielded so a client hanging up mid-spawn cannot leave a half-started process; the finished
+            # session is then ended, since nobody will ever learn its id.
+            session = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(self._end_abandoned)
+            raise
         except SessionLimit as exc:
             text = "shutting down" if exc.reason == "draining" else "too many sessions"
             return json_error(503, SERVER_BUSY, f"Service Unavailable: {text}", msg_id, headers={"Retry-After": "5"})
@@ -453,9 +458,18 @@ class McpTransport:
         stream = session.new_stream(json_mode=q_json > q_sse)
         session.register(msg_id, "initialize", msg.get("params"), stream, principal)
         session.upstream.send(raw)
-        if stream.json_mode:
-            return await self._json_reply(session, stream, batch=False, session_id=session.id)
-        return await self._sse_reply(request, session, stream, initialize=True)
+        try:
+            if stream.json_mode:
+                return await self._json_reply(session, stream, batch=False, session_id=session.id)
+            return await self._sse_reply(request, session, stream, initialize=True)
+        except asyncio.CancelledError:
+            # The client left before it had the initialize result: the session is of no use to anyone.
+            self.manager.end_session(session, "error")
+            raise
+
+    def _end_abandoned(self, creating: asyncio.Future[Session]) -> None:
+        if not creating.cancelled() and creating.exception() is None:
+            self.manager.end_session(creating.result(), "error")
 
     # --- replies ------------------------------------------------------------------------------------------
 

@@ -377,3 +377,27 @@ async def test_json_reply_to_initialize_carries_the_session_id(
         assert response.content_type == "application/json"
         assert response.headers["Mcp-Session-Id"]
         assert (await response.json())["result"]["protocolVersion"] == "2025-06-18"
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        f"sh -c 'sleep 1.5; exec {ECHO_UPSTREAM}'",  # the client leaves while the process starts
+        "sleep 3600",  # the client leaves while waiting for the initialize result
+    ],
+)
+async def test_a_client_leaving_during_initialize_leaves_no_session(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession, upstream: str
+) -> None:
+    gw = gateway_factory(upstream_command=upstream)
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.post(
+            gw.mcp_url,
+            json=body,
+            headers=McpHttp(http, gw.mcp_url).headers(),
+            timeout=aiohttp.ClientTimeout(total=0.5),
+        ) as response:
+            await response.read()
+    await eventually(lambda: '"session_closed"' in gw.logs())
+    await eventually(lambda: not children(gw.process.pid))
