@@ -38,13 +38,14 @@ def test_every_auth_setting_is_in_the_readme() -> None:
     assert not missing, missing
 
 
-def test_every_tool_has_one_readme_line() -> None:
+@pytest.mark.parametrize("document", ["README.md", "docs/server.md"])
+def test_every_tool_has_one_line(document: str) -> None:
     kube_client = Kube(client.ApiClient(), "default")
     try:
         server = create_server(load_config([], env={}), kube_client)
     finally:
         kube_client.close()
-    lines = README.splitlines()
+    lines = (ROOT / document).read_text().splitlines()
     assert len(server.tool_table) >= 30
     for tool in server.tool_table:
         assert sum(line.startswith(f"| `{tool.name}` |") for line in lines) == 1, tool.name

@@ -90,12 +90,6 @@ async def server(fake: FakeAuthenticator) -> AsyncIterator[TestServer]:
         await test_server.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
 def as_user(http: aiohttp.ClientSession, server: TestServer, user: str) -> McpHttp:
     client = McpHttp(http, str(server.make_url("/mcp")))
     original = client.headers

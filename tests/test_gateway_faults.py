@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -50,12 +50,6 @@ async def eventually(check: Callable[[], bool], within: float = 20.0) -> None:
             return
         await asyncio.sleep(0.05)
     assert check(), "condition not reached in time"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 def call(msg_id: int, name: str, arguments: dict[str, object] | None = None) -> dict[str, object]:

@@ -39,19 +39,6 @@ def gw(module_gateway_factory: StartGateway) -> RunningGateway:
     )
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
-@pytest.fixture
-async def client(gw: RunningGateway, http: aiohttp.ClientSession) -> McpHttp:
-    mcp = McpHttp(http, gw.mcp_url)
-    await mcp.initialize()
-    return mcp
-
-
 def call_body(msg_id: Any = 1, name: str = "echo", arguments: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,12 +12,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.gateway import ECHO_UPSTREAM, McpHttp, RunningGateway, StartGateway
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 @pytest.fixture

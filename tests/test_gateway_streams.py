@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,19 +15,6 @@ from tests.fixtures.gateway import ECHO_UPSTREAM, McpHttp, RunningGateway, SseEv
 @pytest.fixture(scope="module")
 def gw(module_gateway_factory: StartGateway) -> RunningGateway:
     return module_gateway_factory(upstream_command=ECHO_UPSTREAM)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
-@pytest.fixture
-async def client(gw: RunningGateway, http: aiohttp.ClientSession) -> McpHttp:
-    mcp = McpHttp(http, gw.mcp_url)
-    await mcp.initialize()
-    return mcp
 
 
 def call(msg_id: Any, name: str, arguments: dict[str, Any] | None = None, token: Any = None) -> dict[str, Any]:

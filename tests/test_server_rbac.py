@@ -48,20 +48,3 @@ def test_coverage_check_catches_an_undeclared_call() -> None:
     assert uncovered_calls([("GET", "/api/v1/namespaces/d/secrets", {}, "")]) == [("list", "", "secrets")]
     assert uncovered_calls([("DELETE", "/api/v1/namespaces/d/pods/pg-1", {}, "")]) == [("delete", "", "pods")]
     assert uncovered_calls([("GET", "/api/v1/namespaces/d/secrets/x", {}, "")]) == []
-
-
-def test_docs_list_every_tool_on_one_line() -> None:
-    from kubernetes import client
-
-    from server.app import create_server
-    from server.config import load_config
-    from server.kube import Kube
-
-    kube_client = Kube(client.ApiClient(), "default")
-    try:
-        server = create_server(load_config([], env={}), kube_client)
-    finally:
-        kube_client.close()
-    docs = (ROOT / "docs" / "server.md").read_text().splitlines()
-    for tool in server.tool_table:
-        assert sum(line.startswith(f"| `{tool.name}` |") for line in docs) == 1, tool.name
