@@ -17,6 +17,7 @@ from server.tools.common import (
     ObjectName,
     ToolOutput,
     age,
+    cluster_of,
     meta,
     require_confirm,
     require_dns_label,
@@ -74,7 +75,7 @@ def backup_row(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "namespace": meta(obj).get("namespace"),
         "name": meta(obj).get("name"),
-        "cluster": (spec(obj).get("cluster") or {}).get("name"),
+        "cluster": cluster_of(obj),
         "method": spec(obj).get("method") or st.get("method") or "barmanObjectStore",
         "phase": st.get("phase") or "(pending)",
         "startedAt": st.get("startedAt") or "",
@@ -89,7 +90,7 @@ def register(r: "Registry") -> None:
     kube = deps.kube
 
     def by_cluster(items: list[dict[str, Any]], cluster: str | None) -> list[dict[str, Any]]:
-        return [i for i in items if cluster is None or (spec(i).get("cluster") or {}).get("name") == cluster]
+        return [i for i in items if cluster is None or cluster_of(i) == cluster]
 
     @r.tool(title="List backups", write=False)
     async def list_backups(
@@ -167,7 +168,7 @@ def register(r: "Registry") -> None:
             items.extend(by_cluster(await kube.list(SCHEDULED_BACKUPS, scope), cluster))
         rows: list[dict[str, Any]] = [{
             "namespace": meta(i).get("namespace"), "name": meta(i).get("name"),
-            "cluster": (spec(i).get("cluster") or {}).get("name"), "schedule": spec(i).get("schedule"),
+            "cluster": cluster_of(i), "schedule": spec(i).get("schedule"),
             "method": spec(i).get("method") or "barmanObjectStore", "suspended": bool(spec(i).get("suspend")),
             "lastScheduleTime": status(i).get("lastScheduleTime") or "",
             "nextScheduleTime": status(i).get("nextScheduleTime") or "",

@@ -237,6 +237,13 @@ def status(obj: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def cluster_of(obj: dict[str, Any]) -> str | None:
+    """The cluster a CNPG object (Backup, ScheduledBackup, Pooler, Database, DatabaseRole) names in spec.cluster."""
+    ref = spec(obj).get("cluster")
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

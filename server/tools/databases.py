@@ -13,6 +13,7 @@ from server.tools.common import (
     Namespace,
     ObjectName,
     ToolOutput,
+    cluster_of,
     meta,
     require_confirm,
     require_dns_label,
@@ -50,11 +51,11 @@ def register(r: "Registry") -> None:
         for scope in deps.scopes(namespace, all_namespaces):
             for d in await kube.list(DATABASES, scope):
                 sp = spec(d)
-                if cluster is not None and (sp.get("cluster") or {}).get("name") != cluster:
+                if cluster is not None and cluster_of(d) != cluster:
                     continue
                 rows.append({
                     "namespace": meta(d).get("namespace"), "name": meta(d).get("name"),
-                    "cluster": (sp.get("cluster") or {}).get("name"), "database": sp.get("name"),
+                    "cluster": cluster_of(d), "database": sp.get("name"),
                     "owner": sp.get("owner"), "ensure": sp.get("ensure") or "present",
                     "reclaimPolicy": sp.get("databaseReclaimPolicy") or "retain",
                     "applied": status(d).get("applied"), "message": status(d).get("message") or "",
@@ -118,7 +119,7 @@ def register(r: "Registry") -> None:
         sp = spec(obj)
         policy = sp.get("databaseReclaimPolicy") or "retain"
         explanation = RECLAIM_EXPLANATION.get(policy, RECLAIM_EXPLANATION["retain"]).format(
-            db=sp.get("name"), cluster=(sp.get("cluster") or {}).get("name"))
+            db=sp.get("name"), cluster=cluster_of(obj))
         await kube.delete(DATABASES, ns, name, uid=meta(obj).get("uid"), dry_run=dry_run)
         prefix = "Dry run (dryRun=All): nothing was written. Would delete" if dry_run else "Deleted"
         pending = None if dry_run else await kube.pending_deletion(DATABASES, ns, name, meta(obj).get("uid"))

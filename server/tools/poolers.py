@@ -15,6 +15,7 @@ from server.tools.common import (
     ObjectName,
     ToolOutput,
     age,
+    cluster_of,
     meta,
     require_confirm,
     require_dns_label,
@@ -42,11 +43,11 @@ def register(r: "Registry") -> None:
         rows: list[dict[str, Any]] = []
         for scope in deps.scopes(namespace, all_namespaces):
             for p in await kube.list(POOLERS, scope):
-                if cluster is not None and (spec(p).get("cluster") or {}).get("name") != cluster:
+                if cluster is not None and cluster_of(p) != cluster:
                     continue
                 rows.append({
                     "namespace": meta(p).get("namespace"), "name": meta(p).get("name"),
-                    "cluster": (spec(p).get("cluster") or {}).get("name"), "type": spec(p).get("type") or "rw",
+                    "cluster": cluster_of(p), "type": spec(p).get("type") or "rw",
                     "poolMode": (spec(p).get("pgbouncer") or {}).get("poolMode") or "session",
                     "instances": spec(p).get("instances", 1), "ready": status(p).get("instances", 0),
                     "age": age(meta(p).get("creationTimestamp")),

@@ -22,6 +22,7 @@ from server.tools.common import (
     Namespace,
     ObjectName,
     ToolOutput,
+    cluster_of,
     meta,
     require_confirm,
     require_dns_label,
@@ -110,13 +111,13 @@ def register(r: "Registry") -> None:
         for scope in deps.scopes(namespace, all_namespaces):
             for role in await kube.list(DATABASE_ROLES, scope):
                 sp = spec(role)
-                if cluster is not None and (sp.get("cluster") or {}).get("name") != cluster:
+                if cluster is not None and cluster_of(role) != cluster:
                     continue
                 attrs = [a for a in ("login", "superuser", "createdb", "createrole", "replication", "bypassrls")
                          if sp.get(a)]
                 rows.append({
                     "namespace": meta(role).get("namespace"), "name": meta(role).get("name"),
-                    "cluster": (sp.get("cluster") or {}).get("name"), "role": sp.get("name"),
+                    "cluster": cluster_of(role), "role": sp.get("name"),
                     "attributes": attrs, "ensure": sp.get("ensure") or "present",
                     "reclaimPolicy": sp.get("databaseRoleReclaimPolicy") or "retain",
                     "passwordSecret": (sp.get("passwordSecret") or {}).get("name"),
@@ -243,7 +244,7 @@ def register(r: "Registry") -> None:
         sp = spec(role)
         if rotate_password:
             secret_name = (sp.get("passwordSecret") or {}).get("name")
-            cluster = (sp.get("cluster") or {}).get("name") or ""
+            cluster = cluster_of(role) or ""
             if secret_name:
                 secret = await secret_if_exists(ns, secret_name)
                 if secret is None or not owned_by(secret, role):
@@ -286,7 +287,7 @@ def register(r: "Registry") -> None:
         sp = spec(role)
         uid = meta(role).get("uid")
         pg_role = sp.get("name")
-        cluster = (sp.get("cluster") or {}).get("name")
+        cluster = cluster_of(role)
         secret_name = (sp.get("passwordSecret") or {}).get("name")
         secret = await secret_if_exists(ns, secret_name) if secret_name else None
         policy = sp.get("databaseRoleReclaimPolicy") or "retain"
