@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.app import STATE_KEY, create_app, create_metrics_app
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
-from gateway.logging import configure_logging, get_logger
+from gateway.logging import configure_logging, flush_logs, get_logger
 
 log = get_logger("main")
 
@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("gateway_failed", error=str(exc))
         return 1
+    finally:
+        flush_logs()
 
 
 if __name__ == "__main__":
