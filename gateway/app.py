@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -82,26 +83,41 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
             raise
         finally:
             elapsed = time.perf_counter() - started
-            mcp_method = request.get(MCP_METHOD)
-            if request.path == mcp_path:
-                key = (mcp_method, status)
-                children = metric_children.get(key)
-                if children is None:
-                    label = mcp_method if mcp_method in _TRANSPORT_LABELS else method_label(mcp_method)
-                    children = (metrics.REQUESTS.labels(label, str(status)), metrics.REQUEST_DURATION.labels(label))
-                    if len(metric_children) < 1024:
-                        metric_children[key] = children
-                children[0].inc()
-                children[1].observe(elapsed)
-            log.info(
-                "http_request",
-                method=request.method,
-                path=request.path,
-                status=status,
-                duration_ms=round(elapsed * 1000.0, 3),
-                mcp_method=mcp_method[:100] if isinstance(mcp_method, str) else None,
-                session=request.get(SESSION_TAG),
+            # Recorded on the next turn of the event loop: aiohttp writes a returned response right after this
+            # middleware, and the client should not wait for our bookkeeping.
+            asyncio.get_running_loop().call_soon(
+                record,
+                request.method,
+                request.path,
+                status,
+                elapsed,
+                request.get(MCP_METHOD),
+                request.get(SESSION_TAG),
             )
+
+    def record(
+        method: str, path: str, status: int, elapsed: float, mcp_method: str | None, session: str | None
+    ) -> None:
+        """The request's metric samples and its log line."""
+        if path == mcp_path:
+            key = (mcp_method, status)
+            children = metric_children.get(key)
+            if children is None:
+                label = mcp_method if mcp_method in _TRANSPORT_LABELS else method_label(mcp_method)
+                children = (metrics.REQUESTS.labels(label, str(status)), metrics.REQUEST_DURATION.labels(label))
+                if len(metric_children) < 1024:
+                    metric_children[key] = children
+            children[0].inc()
+            children[1].observe(elapsed)
+        log.info(
+            "http_request",
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=round(elapsed * 1000.0, 3),
+            mcp_method=mcp_method[:100] if isinstance(mcp_method, str) else None,
+            session=session,
+        )
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "healthy", "service": config.service_name})

@@ -498,7 +498,6 @@ class McpTransport:
         headers = dict(SSE_HEADERS)
         if initialize:
             headers[SESSION_HEADER] = session.id
-        response = web.StreamResponse(status=200, headers=headers)
         token = object()
         stream.attach(token, None)
         close_after = 0.0
@@ -508,25 +507,29 @@ class McpTransport:
             priming = session.priming_frame(stream)
             # Only a client holding an event id can resume, so only then may the stream be closed early.
             close_after = self.config.sse_close_after
-        try:
-            if not stream.finished:
-                # A quick answer lets headers, priming event, response and end of stream leave in one write;
-                # a slow one delays the priming event by this much at most.
+        if not stream.finished:
+            # A quick answer lets the whole stream leave as one response; a slow one delays the priming event by
+            # this much at most.
+            try:
                 await _wait(stream, COALESCE_SECONDS)
-            await response.prepare(request)
-        except BaseException:
-            stream.detach(token)  # the client left; the stream stays resumable
-            raise
+            except BaseException:
+                stream.detach(token)  # the client left; the stream stays resumable
+                raise
         if stream.finished and stream.attached is token:
+            # Every event is known: one body with a Content-Length, so headers and events go out in one write.
             frames = stream.take_outbox()
             if frames:
                 stream.delivered_seq = max(stream.delivered_seq, frames[-1][0])
             stream.detach(token)
             session.relieve(stream)
             session.retire(stream)
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await response.write_eof(priming + b"".join(frame for _, frame in frames))
-            return response
+            return web.Response(status=200, headers=headers, body=priming + b"".join(frame for _, frame in frames))
+        response = web.StreamResponse(status=200, headers=headers)
+        try:
+            await response.prepare(request)
+        except BaseException:
+            stream.detach(token)
+            raise
         await self._pump(response, session, stream, token, close_after, first=priming)
         return response
 

@@ -314,10 +314,7 @@ class Session:
         self.last_activity = time.monotonic()  # a long call must not leave the session looking idle at its end
         method = pending.method
         result = msg.get("result")
-        if method == "tools/call":
-            failed = "error" in msg or (isinstance(result, dict) and result.get("isError") is True)
-            self._audit(pending, "error" if failed else "success")
-        elif method == "tools/list" and isinstance(result, dict):
+        if method == "tools/list" and isinstance(result, dict):
             self.manager.learn_tools(result.get("tools"))
             auth = self.manager.authenticator
             if auth is not None and pending.principal is not None:
@@ -327,6 +324,9 @@ class Session:
             self.protocol_version = version if isinstance(version, str) else None
         self.deliver(pending.stream, line)
         self._request_done(pending.stream)
+        if method == "tools/call":
+            failed = "error" in msg or (isinstance(result, dict) and result.get("isError") is True)
+            self._audit(pending, "error" if failed else "success")
         if method == "initialize" and not isinstance(result, dict):
             # A refused handshake leaves nothing to talk to; end the session once the error is on its way.
             self.manager.close_later(self, "error")
@@ -381,8 +381,25 @@ def record_tool_call(
     duration_ms: float,
     session: str | None,
 ) -> None:
-    """One audit line and one metric sample per tools/call; argument values never leave the gateway."""
+    """One audit line and one metric sample per tools/call; argument values never leave the gateway.
+
+    Recorded on the next turn of the event loop, so the response being delivered does not wait for it.
+    """
     label = tool if tool in manager.known_tools else metrics.OTHER
+    asyncio.get_running_loop().call_soon(
+        _record_tool_call, principal, tool, label, arg_names, outcome, duration_ms, session
+    )
+
+
+def _record_tool_call(
+    principal: Principal | None,
+    tool: str,
+    label: str,
+    arg_names: list[str],
+    outcome: str,
+    duration_ms: float,
+    session: str | None,
+) -> None:
     child = _TOOL_CALL_CHILDREN.get((label, outcome))
     if child is None:
         child = _TOOL_CALL_CHILDREN[(label, outcome)] = metrics.TOOL_CALLS.labels(label, outcome)
