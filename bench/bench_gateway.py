@@ -1,8 +1,21 @@
 """Gateway overhead benchmark: tools/call latency and throughput through the gateway vs straight over stdio.
 
-The same upstream (tests/upstreams/echo_server.py, stdlib only) serves both paths. Prints p50/p99 latency,
-calls/s and the latency the gateway adds, for 1 and 8 concurrent sessions, plus session setup time with and
-without the warm pool. Run: .venv/bin/python bench/bench_gateway.py [--calls N]
+The same upstream (tests/upstreams/echo_server.py, stdlib only) serves both paths, and both are driven by a client
+that costs as little as it can (a pipe per session for stdio; one keep-alive HTTP/1.1 connection per session, written
+and parsed by hand, for the gateway), so the figures show what the gateway adds rather than what a client library
+costs. Everything runs in one go, so the comparisons are between runs made minutes apart on the same machine.
+
+Scenarios, each for direct stdio and through the gateway:
+  - 1 session, closed loop: the next call goes out as soon as the answer is in.
+  - 8 sessions, closed loop: the same for 8 sessions at once. On a small machine this saturates the CPU, and
+    then latency is sessions / throughput (Little's law): it measures throughput, not the path's delay.
+  - 8 sessions, open loop: calls arrive at random (Poisson) at a fixed total rate the machine can carry; this is
+    the latency a session sees while 8 are active.
+Then where the CPU goes in the 8-session closed loop (gateway, client, upstreams; the gateway again without its
+per-request and audit log lines; a bare aiohttp handler for comparison), and session setup time with and without
+the warm pool.
+
+Run: .venv/bin/python bench/bench_gateway.py [--seconds S] [--rates 400,2000]
 """
 
 from __future__ import annotations
@@ -12,19 +25,33 @@ import asyncio
 import json
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = [sys.executable, "-S", str(ROOT / "tests" / "upstreams" / "echo_server.py")]
 GATEWAY = [str(Path(sys.executable).parent / "cnpg-mcp-gateway")]
 INIT_PARAMS = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+GOAL_P50_MS = 0.5
+GOAL_P99_MS = 2.0
+BARE_AIOHTTP = """
+import sys
+from aiohttp import web
+BODY = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"benchmark payload"}]}}'
+async def handle(request):
+    await request.read()
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_post("/mcp", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -41,43 +68,9 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
     }
 
 
-def call_line(msg_id: int) -> bytes:
+def call_body(msg_id: int) -> bytes:
     params = {"name": "echo", "arguments": {"text": "benchmark payload"}}
-    return json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": "tools/call", "params": params}).encode() + b"\n"
-
-
-# --- direct stdio -------------------------------------------------------------------------------------------
-
-
-async def stdio_worker(calls: int, latencies: list[float], pause: float = 0.0) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *UPSTREAM, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024
-    )
-    assert proc.stdin and proc.stdout
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS}
-    proc.stdin.write(json.dumps(init).encode() + b"\n")
-    await proc.stdout.readline()
-    for msg_id in range(1, calls + 1):
-        started = time.perf_counter()
-        proc.stdin.write(call_line(msg_id))
-        line = await proc.stdout.readline()
-        latencies.append(time.perf_counter() - started)
-        assert b'"benchmark payload"' in line
-        if pause:
-            # Jittered so sessions do not fall into step and queue behind each other.
-            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-    proc.stdin.close()
-    await proc.wait()
-
-
-async def bench_stdio(sessions: int, calls: int, pause: float = 0.0) -> dict[str, float]:
-    latencies: list[float] = []
-    started = time.perf_counter()
-    await asyncio.gather(*(stdio_worker(calls, latencies, pause) for _ in range(sessions)))
-    return summary(latencies, time.perf_counter() - started)
-
-
-# --- through the gateway ------------------------------------------------------------------------------------
+    return json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": "tools/call", "params": params}).encode()
 
 
 def free_port() -> int:
@@ -87,110 +80,72 @@ def free_port() -> int:
         return port
 
 
-class Gateway:
-    def __init__(self, **env: str) -> None:
-        self.port = free_port()
-        full_env = dict(os.environ, PORT=str(self.port), METRICS_PORT="0", LOG_LEVEL="info")
-        full_env["UPSTREAM_COMMAND"] = " ".join(UPSTREAM)
-        full_env.update(env)
-        self.proc = subprocess.Popen(GATEWAY, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-
-    async def wait_ready(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/ready") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError("gateway did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+def child_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(p) for p in children.read().split()]
 
 
-async def open_session(http: aiohttp.ClientSession, url: str) -> dict[str, str]:
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS}
-    async with http.post(url, json=init, headers=HEADERS) as response:
-        await response.read()
-        headers = dict(HEADERS, **{"Mcp-Session-Id": response.headers["Mcp-Session-Id"]})
-    headers["MCP-Protocol-Version"] = "2025-11-25"
-    async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers):
-        pass
-    return headers
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-async def gateway_worker(
-    http: aiohttp.ClientSession, url: str, calls: int, latencies: list[float], accept: str | None, pause: float = 0.0
-) -> None:
-    headers = await open_session(http, url)
-    if accept:
-        headers["Accept"] = accept
-    for msg_id in range(1, calls + 1):
-        body = call_line(msg_id)[:-1]
-        started = time.perf_counter()
-        async with http.post(url, data=body, headers=headers) as response:
-            payload = await response.read()
-        latencies.append(time.perf_counter() - started)
-        assert b'"benchmark payload"' in payload
-        if pause:
-            # Jittered so sessions do not fall into step and queue behind each other.
-            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-    async with http.delete(url, headers=headers):
-        pass
+# --- sessions -----------------------------------------------------------------------------------------------
 
 
-async def bench_gateway(
-    url: str, sessions: int, calls: int, accept: str | None = None, pause: float = 0.0
-) -> dict[str, float]:
-    latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        # Warm up connections and code paths outside the measurement.
-        await gateway_worker(http, url, 50, [], accept)
-        started = time.perf_counter()
-        await asyncio.gather(*(gateway_worker(http, url, calls, latencies, accept, pause) for _ in range(sessions)))
-        return summary(latencies, time.perf_counter() - started)
+class StdioSession:
+    """One upstream process driven over its pipes, as an MCP host would."""
+
+    async def open(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *UPSTREAM, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024
+        )
+        assert self.proc.stdin and self.proc.stdout
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS}
+        self.stdin.write(json.dumps(init).encode() + b"\n")
+        await self.stdout.readline()
+        self.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+
+    async def call(self, body: bytes) -> bytes:
+        self.stdin.write(body + b"\n")
+        return await self.stdout.readline()
+
+    async def close(self) -> None:
+        self.stdin.close()
+        await self.proc.wait()
 
 
-async def bench_setup(url: str, count: int, pause: float) -> dict[str, float]:
-    times: list[float] = []
-    async with aiohttp.ClientSession() as http:
-        for _ in range(count):
-            await asyncio.sleep(pause)  # lets the warm pool refill, and is the same for both runs
-            started = time.perf_counter()
-            headers = await open_session(http, url)
-            times.append(time.perf_counter() - started)
-            async with http.delete(url, headers=headers):
-                pass
-    return {"p50_ms": percentile(times, 0.5) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
+class HttpSession:
+    """One MCP session over one keep-alive HTTP/1.1 connection, written and parsed by hand to cost little."""
 
-
-class RawHttp:
-    """A minimal keep-alive HTTP/1.1 client (one connection per session) so the client's own cost stays small.
-
-    aiohttp's client spends about as much CPU per call as the gateway does; on a 2-core machine that CPU is taken
-    from the gateway, so the closed-loop figures above overstate what the gateway adds.
-    """
-
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, mcp: bool = True) -> None:
         self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.mcp = mcp
+        self.headers = dict(HEADERS)
 
-    async def connect(self) -> None:
+    async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        if not self.mcp:
+            return
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS}
+        received, _ = await self.post(json.dumps(init).encode())
+        self.headers["Mcp-Session-Id"] = received["mcp-session-id"]
+        self.headers["MCP-Protocol-Version"] = "2025-11-25"
+        await self.post(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
 
-    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
-        assert self.reader is not None and self.writer is not None
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    async def call(self, body: bytes) -> bytes:
+        return (await self.post(body))[1]
+
+    async def post(self, body: bytes) -> tuple[dict[str, str], bytes]:
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
         self.writer.write(
             f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
             + body
@@ -201,7 +156,7 @@ class RawHttp:
         if "content-length" in received:
             return received, await self.reader.readexactly(int(received["content-length"]))
         payload = b""
-        while True:  # chunked
+        while True:  # chunked: a stream that was still open when its headers went out
             size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
             chunk = await self.reader.readexactly(size + 2)
             if size == 0:
@@ -209,91 +164,218 @@ class RawHttp:
             payload += chunk[:-2]
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
+        if self.mcp:
+            self.writer.write(
+                f"DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nMcp-Session-Id: "
+                f"{self.headers['Mcp-Session-Id']}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            await self.reader.readuntil(b"\r\n\r\n")
+        self.writer.close()
+        await self.writer.wait_closed()
 
 
-async def raw_worker(port: int, calls: int, latencies: list[float]) -> None:
-    client = RawHttp(port)
-    await client.connect()
-    init = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS}).encode()
-    received, _ = await client.post(init, HEADERS)
-    headers = dict(HEADERS, **{"Mcp-Session-Id": received["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"})
-    await client.post(b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
+Session = StdioSession | HttpSession
+
+
+# --- load ---------------------------------------------------------------------------------------------------
+
+
+async def closed_loop(session: Session, calls: int, latencies: list[float]) -> None:
     for msg_id in range(1, calls + 1):
-        body = call_line(msg_id)[:-1]
+        body = call_body(msg_id)
         started = time.perf_counter()
-        _, payload = await client.post(body, headers)
+        answer = await session.call(body)
         latencies.append(time.perf_counter() - started)
-        assert b'"benchmark payload"' in payload
-    await client.close()
+        assert b"benchmark payload" in answer, answer[:200]
 
 
-async def bench_raw(port: int, sessions: int, calls: int) -> dict[str, float]:
-    await raw_worker(port, 50, [])
+async def open_loop(session: Session, rate: float, seconds: float, latencies: list[float], seed: int) -> None:
+    """Calls arrive at random at `rate` per second; a call that is due while one is running goes right after it."""
+    rng = random.Random(seed)
+    loop = asyncio.get_running_loop()
+    due = loop.time() + rng.uniform(0, 2 / rate)
+    end = due + seconds
+    msg_id = 0
+    while due < end:
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        msg_id += 1
+        body = call_body(msg_id)
+        started = time.perf_counter()
+        answer = await session.call(body)
+        latencies.append(time.perf_counter() - started)
+        assert b"benchmark payload" in answer, answer[:200]
+        due += rng.expovariate(rate)
+
+
+async def run(
+    make: Callable[[], Session], sessions: int, drive: Callable[[Session, list[float], int], Awaitable[None]]
+) -> dict[str, float]:
+    opened = [make() for _ in range(sessions)]
+    await asyncio.gather(*(s.open() for s in opened))
+    warm: list[float] = []
+    await asyncio.gather(*(closed_loop(s, 20, warm) for s in opened))
     latencies: list[float] = []
     started = time.perf_counter()
-    await asyncio.gather(*(raw_worker(port, calls, latencies) for _ in range(sessions)))
-    return summary(latencies, time.perf_counter() - started)
+    await asyncio.gather(*(drive(s, latencies, i) for i, s in enumerate(opened)))
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(s.close() for s in opened))
+    return summary(latencies, elapsed)
+
+
+# --- processes ----------------------------------------------------------------------------------------------
+
+
+class Server:
+    """A server process on a free port (the gateway, or the bare aiohttp app for comparison)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        full_env = dict(os.environ, PORT=str(self.port), METRICS_PORT="0", LOG_LEVEL="info")
+        full_env["UPSTREAM_COMMAND"] = " ".join(UPSTREAM)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [*argv, str(self.port)] if "-c" in argv else argv,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_listening(self) -> None:
+        for _ in range(300):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                await asyncio.sleep(0.3)  # the gateway's /ready follows its listener within milliseconds
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.proc.args} did not listen")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+async def cpu_per_call(server: Server, sessions: int, calls: int, mcp: bool = True) -> dict[str, float]:
+    """Closed loop through `server`; CPU microseconds per call of the server, this client, and the upstreams."""
+    opened = [HttpSession(server.port, mcp=mcp) for _ in range(sessions)]
+    await asyncio.gather(*(s.open() for s in opened))
+    upstreams = child_pids(server.proc.pid)
+    before = (cpu_seconds(server.proc.pid), own_cpu_seconds(), sum(cpu_seconds(p) for p in upstreams))
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(closed_loop(s, calls, latencies) for s in opened))
+    elapsed = time.perf_counter() - started
+    after = (cpu_seconds(server.proc.pid), own_cpu_seconds(), sum(cpu_seconds(p) for p in upstreams))
+    await asyncio.gather(*(s.close() for s in opened))
+    total = sessions * calls
+    server_us, client_us, upstream_us = ((a - b) / total * 1e6 for a, b in zip(after, before, strict=True))
+    return {"server_us": server_us, "client_us": client_us, "upstreams_us": upstream_us, **summary(latencies, elapsed)}
+
+
+async def bench_setup(port: int, count: int, pause: float) -> dict[str, float]:
+    times: list[float] = []
+    for _ in range(count):
+        await asyncio.sleep(pause)  # lets the warm pool refill, and is the same for both runs
+        session = HttpSession(port)
+        started = time.perf_counter()
+        await session.open()
+        times.append(time.perf_counter() - started)
+        await session.close()
+    return {"p50_ms": percentile(times, 0.5) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
 
 
 def show(label: str, figures: dict[str, float]) -> None:
-    cells = "  ".join(f"{key}={value:8.3f}" for key, value in figures.items())
-    print(f"{label:<56} {cells}")
+    cells = "  ".join(f"{key}={value:9.3f}" for key, value in figures.items())
+    print(f"{label:<46} {cells}", flush=True)
+
+
+def compare(label: str, direct: dict[str, float], through: dict[str, float]) -> dict[str, float]:
+    added = {
+        "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
+        "added_p99_ms": through["p99_ms"] - direct["p99_ms"],
+        "throughput_ratio": through["calls_per_s"] / direct["calls_per_s"],
+    }
+    verdict = "met" if added["added_p50_ms"] <= GOAL_P50_MS and added["added_p99_ms"] <= GOAL_P99_MS else "NOT met"
+    show(f"  gateway - stdio, {label}", added)
+    print(f"  {'':<44} goal (added p50 <= {GOAL_P50_MS} ms, p99 <= {GOAL_P99_MS} ms): {verdict}", flush=True)
+    return added
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=2000, help="calls per session for 1 session (8 sessions: /4)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=3000, help="calls per session, 1-session closed loop (8: /4)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each open-loop run")
+    parser.add_argument("--rates", default="400,2000", help="total calls/s of the 8-session open-loop runs")
     parser.add_argument("--setups", type=int, default=30, help="sessions opened for the setup-time figures")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, upstream: {' '.join(UPSTREAM[1:])}")
+    rates = [float(r) for r in args.rates.split(",") if r]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, upstream: {' '.join(UPSTREAM[1:])}", flush=True)
 
-    gateway = Gateway()
+    gateway = Server(GATEWAY)
     try:
-        await gateway.wait_ready()
-        # Closed loop: every session calls again as soon as it has its answer (throughput, CPU-bound on small
-        # machines). Paced: every session waits 10-30 ms between calls (latency at a load the machine can carry).
-        runs = (
-            ("1 session", 1, args.calls, 0.0),
-            ("8 sessions closed loop", 8, args.calls // 4, 0.0),
-            ("8 sessions paced 50/s each", 8, args.calls // 8, 0.02),
-        )
-        for label, sessions, calls, pause in runs:
-            direct = await bench_stdio(sessions, calls, pause)
+        await gateway.wait_listening()
+
+        def through() -> Session:
+            return HttpSession(gateway.port)
+
+        async def scenario(label: str, sessions: int, drive: Callable[[Session, list[float], int], Awaitable[None]]):
+            direct = await run(StdioSession, sessions, drive)
             show(f"direct stdio, {label}", direct)
-            through = await bench_gateway(gateway.url, sessions, calls, pause=pause)
-            show(f"gateway SSE, {label}", through)
-            added = {
-                "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
-                "added_p99_ms": through["p99_ms"] - direct["p99_ms"],
-                "throughput_ratio": through["calls_per_s"] / direct["calls_per_s"],
-            }
-            show(f"  gateway - stdio, {label}", added)
-        for sessions, calls in ((1, args.calls), (8, args.calls // 4)):
-            direct = await bench_stdio(sessions, calls)
-            through = await bench_raw(gateway.port, sessions, calls)
-            show(f"gateway SSE, minimal client, {sessions} session(s)", through)
-            show(
-                f"  gateway - stdio, minimal client, {sessions} session(s)",
-                {
-                    "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
-                    "added_p99_ms": through["p99_ms"] - direct["p99_ms"],
-                    "throughput_ratio": through["calls_per_s"] / direct["calls_per_s"],
-                },
+            via = await run(through, sessions, drive)
+            show(f"gateway, {label}", via)
+            compare(label, direct, via)
+
+        await scenario("1 session closed loop", 1, lambda s, lat, _: closed_loop(s, args.calls, lat))
+        await scenario("8 sessions closed loop", 8, lambda s, lat, _: closed_loop(s, args.calls // 4, lat))
+        for rate in rates:
+            await scenario(
+                f"8 sessions open loop {rate:.0f}/s",
+                8,
+                lambda s, lat, i, rate=rate: open_loop(s, rate / 8, args.seconds, lat, seed=i),
             )
-        json_only = "application/json, text/event-stream;q=0.5"
-        show("gateway JSON replies, 1 session", await bench_gateway(gateway.url, 1, args.calls, json_only))
-        show("session setup, no warm pool", await bench_setup(gateway.url, args.setups, 0.2))
+
+        print("where the CPU goes, 8 sessions closed loop (microseconds of CPU per call):", flush=True)
+        figures = await cpu_per_call(gateway, 8, args.calls // 4)
+        show("  through the gateway", figures)
+        quiet = Server(GATEWAY, {"LOG_LEVEL": "warning"})
+        try:
+            await quiet.wait_listening()
+            show("  through the gateway, LOG_LEVEL=warning", await cpu_per_call(quiet, 8, args.calls // 4))
+        finally:
+            quiet.stop()
+        bare = Server([sys.executable, "-c", BARE_AIOHTTP])
+        try:
+            await bare.wait_listening()
+            bare_figures = await cpu_per_call(bare, 8, args.calls // 4, mcp=False)
+        finally:
+            bare.stop()
+        show("  bare aiohttp handler, no upstream", bare_figures)
+        direct = await run(StdioSession, 8, lambda s, lat, _: closed_loop(s, args.calls // 4, lat))
+        # Little's law: with 8 calls always in flight, latency = 8 / throughput. For the goal's p50 the machine
+        # must complete this many calls per second, which leaves this much CPU per call for everything.
+        needed = 8 / ((direct["p50_ms"] + GOAL_P50_MS) / 1000)
+        budget = (os.cpu_count() or 1) / needed * 1e6
+        left = budget - figures["client_us"] - figures["upstreams_us"]
+        print(
+            f"  the 8-session closed-loop goal needs {needed:,.0f} calls/s: {budget:.0f} us of CPU per call for "
+            f"client, gateway and upstream together, so {left:.0f} us for the gateway; it uses "
+            f"{figures['server_us']:.0f} us, and a bare aiohttp handler {bare_figures['server_us']:.0f} us",
+            flush=True,
+        )
+
+        show("session setup, no warm pool", await bench_setup(gateway.port, args.setups, 0.2))
     finally:
         gateway.stop()
 
-    warm = Gateway(WARM_POOL_SIZE="2")
+    warm = Server(GATEWAY, {"WARM_POOL_SIZE": "2"})
     try:
-        await warm.wait_ready()
+        await warm.wait_listening()
         await asyncio.sleep(1.0)
-        show("session setup, WARM_POOL_SIZE=2", await bench_setup(warm.url, args.setups, 0.2))
+        show("session setup, WARM_POOL_SIZE=2", await bench_setup(warm.port, args.setups, 0.2))
     finally:
         warm.stop()
 
