@@ -523,7 +523,7 @@ class McpTransport:
             stream.detach(token)
             session.relieve(stream)
             session.retire(stream)
-            return web.Response(status=200, headers=headers, body=priming + b"".join(frame for _, frame in frames))
+            return web.Response(status=200, headers=headers, body=b"".join([priming, *(frame for _, frame in frames)]))
         response = web.StreamResponse(status=200, headers=headers)
         try:
             await response.prepare(request)

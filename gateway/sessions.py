@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.config import GatewayConfig
+from gateway.envelope import Envelope, read_envelope
 from gateway.logging import get_logger, session_tag
 from gateway.security import Authenticator, Principal
 from gateway.upstream import Upstream, UpstreamError, connect_socket, spawn_process
@@ -215,9 +216,9 @@ class Session:
             stream.wake()
             return
         seq, eid = self.next_event_id(stream)
-        if payload.endswith(b"\n"):
-            payload = payload[:-1]
-        stream.push(seq, b"id: " + eid + b"\ndata: " + payload + b"\n\n")
+        # One copy of the payload, however large: the frame is joined from its parts.
+        data = memoryview(payload)[:-1] if payload.endswith(b"\n") else payload
+        stream.push(seq, b"".join((b"id: ", eid, b"\ndata: ", data, b"\n\n")))
         if stream.outbox_bytes > OUTBOX_LIMIT and stream not in self.pressured:
             # A slow client: stop reading the upstream (its writes block) rather than buffer without bound.
             self.pressured.add(stream)
@@ -278,20 +279,21 @@ class Session:
     def on_upstream_message(self, line: bytes) -> None:
         """Route one upstream line: a response to its request's stream, anything else to the best stream."""
         try:
-            msg = json.loads(line)
-        except (ValueError, RecursionError):
+            envelope = read_envelope(line)
+        except ValueError:
             log.warning("upstream_invalid_json", session=self.tag, size=len(line))
             return
-        if not isinstance(msg, dict):
+        if envelope is None:
             log.warning("upstream_unexpected_message", session=self.tag)
             return
-        method = msg.get("method")
+        method = envelope.method
         if method is None:
-            self._on_response(msg, line)
+            self._on_response(envelope, line)
             return
         target: Stream | None = None
         if method == "notifications/progress":
-            params = msg.get("params")
+            message = envelope.full()
+            params = message.get("params") if message is not None else None
             if isinstance(params, dict):
                 token = params.get("progressToken")
                 owner = self.progress.get(token) if isinstance(token, (str, int)) else None
@@ -304,8 +306,8 @@ class Session:
             target = self.get_stream
         self.deliver(target, line)
 
-    def _on_response(self, msg: dict[str, Any], line: bytes) -> None:
-        msg_id = msg.get("id")
+    def _on_response(self, envelope: Envelope, line: bytes) -> None:
+        msg_id = envelope.id
         pending = self.pending.pop(msg_id, None) if isinstance(msg_id, (str, int)) else None
         if pending is None:
             log.warning("upstream_response_unmatched", session=self.tag)
@@ -313,20 +315,23 @@ class Session:
         self._forget(pending)
         self.last_activity = time.monotonic()  # a long call must not leave the session looking idle at its end
         method = pending.method
-        result = msg.get("result")
+        result: Any = None
+        if method in ("tools/list", "initialize"):
+            # The only answers whose result the gateway reads: these are decoded whatever their size.
+            message = envelope.full()
+            result = message.get("result") if message is not None else None
         if method == "tools/list" and isinstance(result, dict):
             self.manager.learn_tools(result.get("tools"))
             auth = self.manager.authenticator
-            if auth is not None and pending.principal is not None:
-                line = _dumps(auth.filter_result(pending.principal, method, msg))
+            if auth is not None and pending.principal is not None and envelope.message is not None:
+                line = _dumps(auth.filter_result(pending.principal, method, envelope.message))
         elif method == "initialize" and isinstance(result, dict):
             version = result.get("protocolVersion")
             self.protocol_version = version if isinstance(version, str) else None
         self.deliver(pending.stream, line)
         self._request_done(pending.stream)
         if method == "tools/call":
-            failed = "error" in msg or (isinstance(result, dict) and result.get("isError") is True)
-            self._audit(pending, "error" if failed else "success")
+            self._audit(pending, "error" if envelope.result_is_error() else "success")
         if method == "initialize" and not isinstance(result, dict):
             # A refused handshake leaves nothing to talk to; end the session once the error is on its way.
             self.manager.close_later(self, "error")

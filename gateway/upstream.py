@@ -104,7 +104,9 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         self.process: asyncio.SubprocessTransport | None = None
         self._socket: asyncio.Transport | None = None
         self._stdin: asyncio.WriteTransport | None = None
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        """Pieces of a line not yet ended by a newline."""
+        self._parts_size = 0
         self._early: list[bytes] = []
         self._on_message: MessageHandler | None = None
         self._on_close: CloseHandler | None = None
@@ -212,30 +214,39 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         if self._end_task is not None:
             return  # ended (e.g. an oversized line): nothing more is delivered
-        buffer = self._buffer
-        if not buffer and data.endswith(b"\n") and data.count(b"\n") == 1:
-            # The common case: exactly one whole message; no copying into the buffer.
+        if not self._parts and data.endswith(b"\n") and data.count(b"\n") == 1:
+            # The common case: exactly one whole message; no copying.
             if len(data) > self.max_message_bytes:
                 self._ended("oversized")
             elif len(data) > 1:
                 self._deliver(data)
             return
-        buffer += data
+        # Only the new bytes are searched for a newline, and a line that arrived in pieces is joined once.
         start = 0
         while self._end_task is None:
-            newline = buffer.find(b"\n", start)
+            newline = data.find(b"\n", start)
             if newline < 0:
                 break
-            if newline + 1 - start > self.max_message_bytes:
+            size = self._parts_size + newline + 1 - start
+            if size > self.max_message_bytes:
                 self._ended("oversized")
                 return
-            if newline > start:
-                self._deliver(bytes(buffer[start : newline + 1]))
+            if self._parts:
+                self._parts.append(data[start : newline + 1])
+                line = b"".join(self._parts)
+                self._parts.clear()
+                self._parts_size = 0
+            else:
+                line = data[start : newline + 1]
+            if size > 1:
+                self._deliver(line)
             start = newline + 1
-        if start:
-            del buffer[:start]
-        if len(buffer) > self.max_message_bytes:
-            self._ended("oversized")
+        if start < len(data) and self._end_task is None:
+            rest = data[start:] if start else data
+            self._parts.append(rest)
+            self._parts_size += len(rest)
+            if self._parts_size > self.max_message_bytes:
+                self._ended("oversized")
 
     def _deliver(self, line: bytes) -> None:
         handler = self._on_message
@@ -275,7 +286,8 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         if self._closing or self._end_task is not None:
             return
         if reason == "oversized":
-            self._buffer.clear()
+            self._parts.clear()
+            self._parts_size = 0
             log.warning("upstream_message_too_large", limit=self.max_message_bytes, **self.log_context)
         self._end_task = asyncio.get_running_loop().create_task(self._shutdown(reason, initiated=False))
 
