@@ -3,6 +3,9 @@
 refuse-init   answers initialize with a JSON-RPC error
 close-stdout  answers initialize, then closes stdout on the first request but keeps running
 garbage       before each answer writes a non-JSON line, a JSON array and a response to an unknown id
+large         answers tools/call with a text of `size` bytes (and isError when `error` is true), after a logging
+              notification of the same size; members in the order of the SDK named by `order` ("python" or
+              "typescript"), with spaces after separators when `spaced` is true
 """
 
 from __future__ import annotations
@@ -17,6 +20,26 @@ mode = sys.argv[1]
 
 def send(msg: object) -> None:
     sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def send_large(msg_id: object, args: dict) -> None:
+    text = 'log line with "quotes", a backslash \\ and unicode \u00e9\n' * (int(args["size"]) // 48 + 1)
+    result: dict = {"content": [{"type": "text", "text": text}]}
+    if args.get("error"):
+        result["isError"] = True
+    notification = {"method": "notifications/message", "params": {"level": "info", "data": text}}
+    response = {"result": result, "id": msg_id}
+    separators = (", ", ": ") if args.get("spaced") else (",", ":")
+    for message in (notification, response):
+        if args.get("order") == "typescript":
+            ordered = {**message, "jsonrpc": "2.0"}
+            if "id" in ordered:
+                ordered["id"] = ordered.pop("id")
+        else:
+            ordered = {"jsonrpc": "2.0", **({"id": message["id"]} if "id" in message else {})}
+            ordered.update((k, v) for k, v in message.items() if k != "id")
+        sys.stdout.write(json.dumps(ordered, separators=separators) + "\n")
     sys.stdout.flush()
 
 
@@ -40,6 +63,9 @@ for line in sys.stdin:
     if mode == "close-stdout":
         os.close(1)
         time.sleep(3600)
+    if mode == "large" and msg["method"] == "tools/call":
+        send_large(msg["id"], msg["params"].get("arguments", {}))
+        continue
     if mode == "garbage":
         sys.stdout.write("this is not json\n")
         send([1, 2, 3])
