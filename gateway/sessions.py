@@ -1,8 +1,9 @@
 """Session table and message routing between the HTTP side and each session's upstream.
 
-A `Session` owns one `Upstream`, the requests in flight (`Pending`) and its SSE `Stream`s. Upstream lines are
-parsed once (json.loads) to read the envelope (id, method, params.progressToken) and then forwarded as the same
-bytes; only a tools/list result filtered by the authenticator is re-serialized.
+A `Session` owns one `Upstream`, the requests in flight (`Pending`) and its SSE `Stream`s. Each upstream line's
+envelope (id, method, params.progressToken) is read by `gateway.envelope` (a small line is parsed, a large one read
+from its ends) and the line is forwarded as the same bytes; only a tools/list result filtered by the authenticator
+is re-serialized.
 
 Streams are logical: a request stream lives until its responses are delivered and may be attached to several HTTP
 connections in turn (the POST that opened it, then GETs resuming with Last-Event-ID). Event ids are
