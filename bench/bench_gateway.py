@@ -3,7 +3,8 @@
 The same upstream (tests/upstreams/echo_server.py, stdlib only) serves both paths, and both are driven by a client
 that costs as little as it can (a pipe per session for stdio; one keep-alive HTTP/1.1 connection per session, written
 and parsed by hand, for the gateway), so the figures show what the gateway adds rather than what a client library
-costs. Everything runs in one go, so the comparisons are between runs made minutes apart on the same machine.
+costs. Each scenario runs both paths in alternating rounds (--rounds), so a change in what else the machine is doing
+weighs on both alike.
 
 Scenarios, each for direct stdio and through the gateway:
   - 1 session, closed loop: the next call goes out as soon as the answer is in.
@@ -214,19 +215,39 @@ async def open_loop(session: Session, rate: float, seconds: float, latencies: li
         due += rng.expovariate(rate)
 
 
-async def run(
-    make: Callable[[], Session], sessions: int, drive: Callable[[Session, list[float], int], Awaitable[None]]
-) -> dict[str, float]:
+Drive = Callable[[Session, list[float], int], Awaitable[None]]
+
+
+async def measure(make: Callable[[], Session], sessions: int, drive: Drive, latencies: list[float]) -> float:
+    """Open the sessions, warm them up, drive them; adds to `latencies` and returns the seconds driving took."""
     opened = [make() for _ in range(sessions)]
     await asyncio.gather(*(s.open() for s in opened))
     warm: list[float] = []
     await asyncio.gather(*(closed_loop(s, 20, warm) for s in opened))
-    latencies: list[float] = []
     started = time.perf_counter()
     await asyncio.gather(*(drive(s, latencies, i) for i, s in enumerate(opened)))
     elapsed = time.perf_counter() - started
     await asyncio.gather(*(s.close() for s in opened))
+    return elapsed
+
+
+async def run(make: Callable[[], Session], sessions: int, drive: Drive) -> dict[str, float]:
+    latencies: list[float] = []
+    elapsed = await measure(make, sessions, drive, latencies)
     return summary(latencies, elapsed)
+
+
+async def run_both(
+    make_a: Callable[[], Session], make_b: Callable[[], Session], sessions: int, drive: Drive, rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Both paths in alternating rounds (a b, b a, ...), so a change in the machine's load hits both alike."""
+    latencies: tuple[list[float], list[float]] = ([], [])
+    elapsed = [0.0, 0.0]
+    makers = (make_a, make_b)
+    for round_ in range(rounds):
+        for which in (0, 1) if round_ % 2 == 0 else (1, 0):
+            elapsed[which] += await measure(makers[which], sessions, drive, latencies[which])
+    return summary(latencies[0], elapsed[0]), summary(latencies[1], elapsed[1])
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -318,6 +339,7 @@ async def main() -> None:
     parser.add_argument("--rates", default="400,2000", help="total calls/s of the 8-session open-loop runs")
     parser.add_argument("--large-calls", type=int, default=20, help="calls of the 1 MB and 10 MB answer runs")
     parser.add_argument("--setups", type=int, default=30, help="sessions opened for the setup-time figures")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per scenario (the totals are split)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, upstream: {' '.join(UPSTREAM[1:])}", flush=True)
@@ -329,29 +351,28 @@ async def main() -> None:
         def through() -> Session:
             return HttpSession(gateway.port)
 
-        async def scenario(
-            label: str, sessions: int, drive: Callable[[Session, list[float], int], Awaitable[None]], goal: bool = True
-        ) -> None:
-            direct = await run(StdioSession, sessions, drive)
+        async def scenario(label: str, sessions: int, drive: Drive, goal: bool = True) -> None:
+            direct, via = await run_both(StdioSession, through, sessions, drive, args.rounds)
             show(f"direct stdio, {label}", direct)
-            via = await run(through, sessions, drive)
             show(f"gateway, {label}", via)
             compare(label, direct, via, goal=goal)
 
-        await scenario("1 session closed loop", 1, lambda s, lat, _: closed_loop(s, args.calls, lat))
-        await scenario("8 sessions closed loop", 8, lambda s, lat, _: closed_loop(s, args.calls // 4, lat))
+        calls = max(1, args.calls // args.rounds)
+        seconds = args.seconds / args.rounds
+        await scenario("1 session closed loop", 1, lambda s, lat, _: closed_loop(s, calls, lat))
+        await scenario("8 sessions closed loop", 8, lambda s, lat, _: closed_loop(s, max(1, calls // 4), lat))
         for rate in rates:
             await scenario(
                 f"8 sessions open loop {rate:.0f}/s",
                 8,
-                lambda s, lat, i, rate=rate: open_loop(s, rate / 8, args.seconds, lat, seed=i),
+                lambda s, lat, i, rate=rate: open_loop(s, rate / 8, seconds, lat, seed=i),
             )
 
         for size in (1_000_000, 10_000_000):
             await scenario(
                 f"1 session, {size // 1_000_000} MB answers",
                 1,
-                lambda s, lat, _, size=size: closed_loop(s, args.large_calls, lat, size),
+                lambda s, lat, _, size=size: closed_loop(s, max(1, args.large_calls // args.rounds), lat, size),
                 goal=False,
             )
 
