@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
 from gateway.config import GatewayConfig
-from gateway.logging import get_logger
+from gateway.logging import get_logger, log_later
 from gateway.mcp_http import MCP_METHOD, SESSION_TAG, McpTransport, method_label
 from gateway.security import Authenticator
 from gateway.sessions import SessionManager
@@ -109,7 +109,8 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
                     metric_children[key] = children
             children[0].inc()
             children[1].observe(elapsed)
-        log.info(
+        log_later(
+            log,
             "http_request",
             method=method,
             path=path,

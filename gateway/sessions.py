@@ -24,7 +24,7 @@ from typing import Any
 from gateway import metrics
 from gateway.config import GatewayConfig
 from gateway.envelope import Envelope, read_envelope
-from gateway.logging import get_logger, session_tag
+from gateway.logging import get_logger, log_later, session_tag
 from gateway.security import Authenticator, Principal
 from gateway.upstream import Upstream, UpstreamError, connect_socket, spawn_process
 
@@ -410,7 +410,8 @@ def _record_tool_call(
     if child is None:
         child = _TOOL_CALL_CHILDREN[(label, outcome)] = metrics.TOOL_CALLS.labels(label, outcome)
     child.inc()
-    audit_log.info(
+    log_later(
+        audit_log,
         "tool_call",
         subject=principal.subject if principal is not None else "anonymous",
         client_id=principal.client_id if principal is not None else None,

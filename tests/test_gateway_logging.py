@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 import signal
+import time
+from typing import Any
 
 import aiohttp
 
-from gateway.logging import FLUSH_DELAY, LineWriter
+from gateway.logging import FLUSH_DELAY, LineWriter, _add_timestamp
 from tests.fixtures.gateway import ECHO_UPSTREAM, McpHttp, StartGateway
 
 
@@ -72,6 +75,54 @@ async def test_a_new_loop_gets_its_own_flush() -> None:
     writer.msg("second loop")
     await asyncio.sleep(FLUSH_DELAY * 4)
     assert stream.getvalue().splitlines() == ["first loop", "second loop"]
+
+
+def test_deferred_lines_keep_their_place_and_the_time_of_their_event() -> None:
+    stream = CountingStream()
+    writer = LineWriter(stream)
+
+    def emit(event: str, **fields: Any) -> None:  # what a structlog logger does: render, then write
+        writer.write_line(json.dumps({"event": event, "at": fields["timestamp"], "n": fields["n"]}))
+
+    async def log() -> float:
+        writer.write_line(json.dumps({"event": "made at once"}))
+        writer.defer(emit, "deferred", {"n": 1})
+        deferred_by = time.time()
+        writer.write_line(json.dumps({"event": "made at once, later"}))
+        await asyncio.sleep(FLUSH_DELAY * 4)
+        return deferred_by
+
+    deferred_by = asyncio.run(log())
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["made at once", "deferred", "made at once, later"]
+    assert lines[1]["at"] <= deferred_by, "the time is when the event happened, not when the line was written"
+    assert stream.writes == 1
+
+
+def test_a_deferred_line_that_cannot_be_rendered_costs_no_other_line() -> None:
+    stream = CountingStream()
+    writer = LineWriter(stream)
+
+    def broken(event: str, **fields: Any) -> None:
+        raise TypeError("cannot render")
+
+    async def log() -> None:
+        writer.write_line("before")
+        writer.defer(broken, "broken", {})
+        writer.write_line("after")
+        await asyncio.sleep(FLUSH_DELAY * 4)
+
+    asyncio.run(log())
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "before" and lines[2] == "after"
+    assert json.loads(lines[1])["event"] == "log_line_failed"
+
+
+def test_timestamps_are_utc_iso_8601_with_microseconds() -> None:
+    assert _add_timestamp(None, "info", {"timestamp": 1764000000.25})["timestamp"] == "2025-11-24T16:00:00.250000Z"
+    stamped = _add_timestamp(None, "info", {})["timestamp"]
+    moment = datetime.datetime.fromisoformat(stamped.replace("Z", "+00:00"))
+    assert abs(moment.timestamp() - time.time()) < 5
 
 
 def test_a_closed_stream_does_not_break_logging() -> None:
