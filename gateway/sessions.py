@@ -387,25 +387,11 @@ def record_tool_call(
     duration_ms: float,
     session: str | None,
 ) -> None:
-    """One audit line and one metric sample per tools/call; argument values never leave the gateway.
+    """One audit line (made at the next log flush) and one metric sample per tools/call.
 
-    Recorded on the next turn of the event loop, so the response being delivered does not wait for it.
+    Argument values never leave the gateway.
     """
     label = tool if tool in manager.known_tools else metrics.OTHER
-    asyncio.get_running_loop().call_soon(
-        _record_tool_call, principal, tool, label, arg_names, outcome, duration_ms, session
-    )
-
-
-def _record_tool_call(
-    principal: Principal | None,
-    tool: str,
-    label: str,
-    arg_names: list[str],
-    outcome: str,
-    duration_ms: float,
-    session: str | None,
-) -> None:
     child = _TOOL_CALL_CHILDREN.get((label, outcome))
     if child is None:
         child = _TOOL_CALL_CHILDREN[(label, outcome)] = metrics.TOOL_CALLS.labels(label, outcome)
