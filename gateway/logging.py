@@ -54,7 +54,8 @@ class LineWriter:
         if self._flushing_thread == threading.get_ident():
             self._rendered.append(line)  # a deferred line being made by flush()
             return
-        self._queue.append(line)
+        with self._lock:
+            self._queue.append(line)
         self._schedule()
 
     def defer(self, emit: Any, event: str, fields: dict[str, Any]) -> None:
@@ -64,7 +65,8 @@ class LineWriter:
         requests. The event's time is taken now.
         """
         fields["timestamp"] = time.time()
-        self._queue.append((emit, event, fields))
+        with self._lock:
+            self._queue.append((emit, event, fields))
         self._schedule()
 
     def _schedule(self) -> None:
