@@ -256,13 +256,14 @@ async def run_both(
 class Server:
     """A server process on a free port (the gateway, or the bare aiohttp app for comparison)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, *, port_argument: bool = False) -> None:
+        """`argv` learns its port from PORT, or from a last argument when `port_argument` is set."""
         self.port = free_port()
         full_env = dict(os.environ, PORT=str(self.port), METRICS_PORT="0", LOG_LEVEL="info")
         full_env["UPSTREAM_COMMAND"] = " ".join(UPSTREAM)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [*argv, str(self.port)] if "-c" in argv else argv,
+            [*argv, str(self.port)] if port_argument else argv,
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -385,7 +386,7 @@ async def main() -> None:
             show("  through the gateway, LOG_LEVEL=warning", await cpu_per_call(quiet, 8, args.calls // 4))
         finally:
             quiet.stop()
-        bare = Server([sys.executable, "-c", BARE_AIOHTTP])
+        bare = Server([sys.executable, "-c", BARE_AIOHTTP], port_argument=True)
         try:
             await bare.wait_listening()
             bare_figures = await cpu_per_call(bare, 8, args.calls // 4, mcp=False)
