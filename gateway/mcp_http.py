@@ -26,6 +26,7 @@ from gateway.sessions import (
     SessionManager,
     Stream,
     error_message,
+    json_bytes,
     record_tool_call,
     supports_priming,
 )
@@ -85,10 +86,6 @@ PREFLIGHT_HEADERS = {
 COALESCE_SECONDS = 0.005
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def method_label(method: str | None) -> str:
     """Bounded label for metrics: known MCP methods by name, anything else 'other'."""
     if method is None:
@@ -107,9 +104,16 @@ def json_error(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=_dumps(error_message(msg_id, code, message, data)),
+        body=json_bytes(error_message(msg_id, code, message, data)),
         content_type="application/json",
         headers=headers,
+    )
+
+
+def refusal(exc: AuthRejection, status: int | None = None) -> web.Response:
+    """The authenticator's refusal as a response (`status` overrides its own, e.g. 403 for a denied message)."""
+    return web.Response(
+        status=status or exc.status, headers=exc.headers, body=json_bytes(exc.body()), content_type="application/json"
     )
 
 
@@ -217,9 +221,7 @@ class McpTransport:
             try:
                 principal = await self.authenticator.authenticate(request)
             except AuthRejection as exc:
-                return web.Response(
-                    status=exc.status, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
-                )
+                return refusal(exc)
         method = request.method
         if method == "POST":
             return await self._post(request, principal)
@@ -368,9 +370,7 @@ class McpTransport:
                     except AuthRejection as exc:
                         if msg["method"] == "tools/call":
                             self._record_denied(session, principal, msg)
-                        return web.Response(
-                            status=403, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
-                        )
+                        return refusal(exc, 403)
             if self.manager.draining:
                 return json_error(
                     503,
@@ -403,7 +403,7 @@ class McpTransport:
             upstream.send(raw)
         else:
             for msg in messages:
-                upstream.send(_dumps(msg))
+                upstream.send(json_bytes(msg))
         for msg in messages:
             if msg.get("method") == "notifications/cancelled":
                 params = msg.get("params")
@@ -437,9 +437,7 @@ class McpTransport:
             try:
                 self.authenticator.authorize_message(principal, msg)
             except AuthRejection as exc:
-                return web.Response(
-                    status=403, headers=exc.headers, body=_dumps(exc.body()), content_type="application/json"
-                )
+                return refusal(exc, 403)
         creating = asyncio.ensure_future(self.manager.create(principal.subject if principal else None))
         try:
             # Shielded so a client hanging up mid-spawn cannot leave a half-started process; the finished

@@ -62,7 +62,8 @@ def error_message(msg_id: Any, code: int, message: str, data: Any = None) -> dic
     return {"jsonrpc": "2.0", "id": msg_id, "error": error}
 
 
-def _dumps(obj: Any) -> bytes:
+def json_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as the gateway writes its own messages."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -325,7 +326,7 @@ class Session:
             self.manager.learn_tools(result.get("tools"))
             auth = self.manager.authenticator
             if auth is not None and pending.principal is not None and envelope.message is not None:
-                line = _dumps(auth.filter_result(pending.principal, method, envelope.message))
+                line = json_bytes(auth.filter_result(pending.principal, method, envelope.message))
         elif method == "initialize" and isinstance(result, dict):
             version = result.get("protocolVersion")
             self.protocol_version = version if isinstance(version, str) else None
@@ -361,7 +362,7 @@ class Session:
         self.progress.clear()
         for msg_id, item in pending.items():
             self._audit(item, "failed")
-            self.deliver(item.stream, _dumps(error_message(msg_id, UPSTREAM_EXITED, message)))
+            self.deliver(item.stream, json_bytes(error_message(msg_id, UPSTREAM_EXITED, message)))
             self._request_done(item.stream)
         for stream in list(self.streams.values()):
             stream.finish()
