@@ -119,20 +119,20 @@ def _from_ends(line: bytes) -> Envelope | None:
         return None
     match = _HEAD_RESPONSE.match(line)
     if match is not None:
-        msg_id = _decode_id(match.group(1))
+        msg_id = json.loads(match.group(1))
         is_error = match.group(2) == b"error"
         hint = None if is_error else _is_error_at(line, body_end - 1)
         return Envelope(msg_id, None, True, is_error, None, line, hint)
     match = _HEAD_METHOD.match(line)
     if match is not None:
         has_id = match.group(1) is not None
-        msg_id = _decode_id(match.group(1)) if has_id else None
+        msg_id = json.loads(match.group(1)) if has_id else None
         return Envelope(msg_id, json.loads(match.group(2)), has_id, False, None, line)
     tail = _TAIL.search(line, max(0, body_end - _TAIL_WINDOW))
     if tail is None:
         return None
     has_id = tail.group(1) is not None
-    msg_id = _decode_id(tail.group(1)) if has_id else None
+    msg_id = json.loads(tail.group(1)) if has_id else None
     match = _HEAD_RESULT_FIRST.match(line)
     if match is not None and has_id:
         is_error = match.group(1) == b"error"
@@ -142,10 +142,6 @@ def _from_ends(line: bytes) -> Envelope | None:
     if match is not None:
         return Envelope(msg_id, json.loads(match.group(1)), has_id, False, None, line)
     return None
-
-
-def _decode_id(raw: bytes) -> Any:
-    return json.loads(raw)
 
 
 def _is_error_at(line: bytes, result_end: int) -> bool | None:
