@@ -908,7 +908,7 @@ def test_fixture_starts_quickly() -> None:
 
 
 def _all_rules() -> list[tuple[str, str]]:
-    from tests.kubeapi.schema import load_crds
+    from devkube.schema import load_crds
 
     found: list[tuple[str, str]] = []
 
@@ -927,7 +927,7 @@ def _all_rules() -> list[tuple[str, str]]:
 
 
 def test_every_cel_rule_in_the_crds_compiles() -> None:
-    from tests.kubeapi import cel
+    from devkube import cel
 
     rules = _all_rules()
     assert len(rules) >= 60 and {kind for kind, _ in rules} >= {"Cluster", "Database", "DatabaseRole", "Pooler"}
@@ -936,7 +936,7 @@ def test_every_cel_rule_in_the_crds_compiles() -> None:
 
 
 def test_cel_logic_absorbs_errors_like_cel() -> None:
-    from tests.kubeapi import cel
+    from devkube import cel
 
     rule = "!has(self.builtinLocale) || self.localeProvider == 'builtin'"
     assert cel.evaluate(rule, {}) is True

@@ -1,4 +1,7 @@
-"""A test Kubernetes API server for the real `kubernetes` Python client (test infrastructure, never shipped).
+"""The sandbox Kubernetes API server: a dev component for `scripts/run` without a cluster, and the tests' API server.
+
+It serves the real `kubernetes` Python client (and kubectl-style clients) on 127.0.0.1, keeping every object in
+memory only: nothing survives a restart and nothing is deployed anywhere.
 
 Served: core v1 namespaces, pods (+status, +log), secrets, configmaps, events, persistentvolumeclaims, services,
 serviceaccounts; events.k8s.io/v1 events (read-only view of the core events); every CRD in the CloudNativePG

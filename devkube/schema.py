@@ -1,15 +1,15 @@
 """The CloudNativePG CRDs as the API server uses them: pruning, defaulting and validation of custom resources.
 
-The CRD files (../shared/cnpg-crds, or $CNPG_CRDS_DIR) are parsed once per process and cached. For each written
-object the server, like kube-apiserver, (1) prunes fields the structural schema does not declare (reporting them
-for fieldValidation), (2) drops nulls of non-nullable fields and applies `default`s, (3) validates against the
-`openAPIV3Schema` (type, required, enum, minimum/maximum, exclusive bounds, minLength/maxLength, pattern,
-minItems/maxItems, min/maxProperties, format date-time/byte, x-kubernetes-int-or-string, anyOf/allOf/oneOf/not,
-x-kubernetes-list-type set/map uniqueness) and (4) evaluates `x-kubernetes-validations` with the CEL subset in
-cel.py; transition rules (using `oldSelf`) run only on updates where the old value exists at the same path,
-correlated through object properties, map values and list-type=map keys, as the real server does.
-Not modelled: validation ratcheting (1.30+ tolerates unchanged invalid fields on update), `messageExpression`,
-CEL cost limits, `reason`/`fieldPath` on rules (none in these CRDs), CNPG's admission webhooks.
+The CRD files (devkube/crds, vendored from CloudNativePG v1.30.0, or $CNPG_CRDS_DIR) are parsed once per process and
+cached. For each written object the server, like kube-apiserver, (1) prunes fields the structural schema does not
+declare (reporting them for fieldValidation), (2) drops nulls of non-nullable fields and applies `default`s, (3)
+validates against the `openAPIV3Schema` (type, required, enum, minimum/maximum, exclusive bounds,
+minLength/maxLength, pattern, minItems/maxItems, min/maxProperties, format date-time/byte, x-kubernetes-int-or-
+string, anyOf/allOf/oneOf/not, x-kubernetes-list-type set/map uniqueness) and (4) evaluates `x-kubernetes-
+validations` with the CEL subset in cel.py; transition rules (using `oldSelf`) run only on updates where the old
+value exists at the same path, correlated through object properties, map values and list-type=map keys, as the real
+server does. Not modelled: validation ratcheting (1.30+ tolerates unchanged invalid fields on update),
+`messageExpression`, CEL cost limits, `reason`/`fieldPath` on rules (none in these CRDs), CNPG's admission webhooks.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ Schema = dict[str, Any]
 
 
 def crd_dir() -> Path:
-    """Where the CRD files are: $CNPG_CRDS_DIR, else ../shared/cnpg-crds next to the project checkout."""
+    """Where the CRD files are: $CNPG_CRDS_DIR, else the copy vendored beside this module (devkube/crds)."""
     env = os.environ.get("CNPG_CRDS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "cnpg-crds"
+    return Path(__file__).resolve().parent / "crds"
 
 
 @dataclass(frozen=True)
