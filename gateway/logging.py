@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -135,7 +136,7 @@ _second: list[Any] = [-1, ""]
 """The last whole second formatted, and its text: most lines share their second with the line before."""
 
 
-def _add_timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """ISO 8601 UTC time of the event: now, or when a deferred line's event happened (a float it carries)."""
     when = event_dict.get("timestamp")
     if not isinstance(when, float):

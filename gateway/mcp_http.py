@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from typing import Any
 
@@ -84,6 +85,8 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "600",
 }
 COALESCE_SECONDS = 0.005
+EVENT_ID = re.compile(r"([0-9]{1,18})-([0-9]{1,18})")
+"""An SSE event id the gateway made, "<stream>-<seq>": ASCII digits only (str.isdigit() also takes "²")."""
 
 
 def method_label(method: str | None) -> str:
@@ -309,6 +312,14 @@ class McpTransport:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return json_error(413, INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes")
+        except web.RequestPayloadError:
+            # A body that does not match its Content-Encoding (not gzip after all) or broken chunked framing. The
+            # rest of the body is unreadable, so the connection ends with this answer: marking the body read keeps
+            # aiohttp from trying to skip the rest of it after the response.
+            request.content.feed_eof()
+            refused = json_error(400, PARSE_ERROR, "Parse error: the body cannot be decoded")
+            refused.force_close()
+            return refused
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -600,11 +611,11 @@ class McpTransport:
         last_event_id = request.headers.get("Last-Event-ID")
         after: int | None = None
         if last_event_id:
-            sid_text, _, seq_text = last_event_id.strip().partition("-")
             stream = None
-            if sid_text.isdigit() and seq_text.isdigit():
-                stream = session.find_stream(int(sid_text))
-                after = int(seq_text)
+            match = EVENT_ID.fullmatch(last_event_id.strip())
+            if match is not None:
+                stream = session.find_stream(int(match[1]))
+                after = int(match[2])
             if stream is None:
                 return json_error(400, INVALID_REQUEST, "Bad Request: unknown or expired Last-Event-ID")
         else:

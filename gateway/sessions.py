@@ -64,7 +64,13 @@ def error_message(msg_id: Any, code: int, message: str, data: Any = None) -> dic
 
 def json_bytes(obj: Any) -> bytes:
     """Compact UTF-8 JSON, as the gateway writes its own messages."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (a client's id "\\ud800" is valid JSON) has no UTF-8 form; as an escape it goes back
+        # exactly as the client wrote it.
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 class Stream:

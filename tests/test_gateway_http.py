@@ -6,6 +6,7 @@ One gateway (tiny echo upstream) serves the whole module; each test opens its ow
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 from collections.abc import AsyncIterator
@@ -285,10 +286,64 @@ async def test_single_json_response_when_client_prefers_json(client: McpHttp) ->
         assert (await response.json())["result"]["content"][0]["text"] == "hi"
 
 
-async def test_other_http_methods_are_405(client: McpHttp) -> None:
-    async with client.http.put(client.url, data="{}", headers=client.headers()) as response:
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "TRACE", "PROPFIND"])
+async def test_other_http_methods_are_405_with_allow(client: McpHttp, method: str) -> None:
+    async with client.http.request(method, client.url, data="{}", headers=client.headers()) as response:
         assert response.status == 405
-        assert "POST" in response.headers["Allow"]
+        assert response.headers["Allow"] == "GET, POST, DELETE, OPTIONS"
+
+
+# --- ids and bodies the gateway cannot simply echo or read ------------------------------------------------
+
+LONE_SURROGATE_ID = '"\\ud800"'
+"""A JSON string holding one UTF-16 surrogate: valid JSON, but it has no UTF-8 form."""
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("ping", {"Mcp-Session-Id": ""}),  # no session
+        ("ping", {"MCP-Protocol-Version": "1999-01-01"}),  # a version the gateway does not speak
+        ("ping", {"Mcp-Session-Id": "no-such-session"}),  # unknown session
+        ("server/discover", {"Mcp-Session-Id": ""}),  # the stateless probe
+    ],
+)
+async def test_a_lone_surrogate_id_is_echoed_in_the_gateways_own_errors(
+    client: McpHttp, method: str, headers: dict[str, str]
+) -> None:
+    body = '{"jsonrpc":"2.0","id":' + LONE_SURROGATE_ID + ',"method":"' + method + '"}'
+    request_headers = {k: v for k, v in client.headers(**headers).items() if v}
+    async with client.http.post(client.url, data=body, headers=request_headers) as response:
+        assert response.status in (200, 400, 404)
+        raw = await response.read()
+    assert raw.isascii(), "the id is sent back as a JSON escape, the way the client sent it"
+    assert json.loads(raw)["id"] == "\ud800"
+
+
+async def test_a_lone_surrogate_id_reaches_the_upstream_and_back(client: McpHttp) -> None:
+    body = '{"jsonrpc":"2.0","id":' + LONE_SURROGATE_ID + ',"method":"ping"}'
+    async with client.http.post(client.url, data=body, headers=client.headers()) as response:
+        assert response.status == 200
+        found = messages(await read_sse(response, until_id="\ud800"))
+    assert found[-1] == {"jsonrpc": "2.0", "id": "\ud800", "result": {}}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_match_its_content_encoding_is_400(client: McpHttp, encoding: str) -> None:
+    headers = client.headers(**{"Content-Encoding": encoding})
+    status, _, body = await post_raw(client.http, client.url, json.dumps(call_body()), headers)
+    assert status == 400
+    assert body["error"]["code"] == -32700
+    assert (await client.call_tool("echo", {"text": "still here"}))["result"]["content"][0]["text"] == "still here"
+
+
+async def test_a_gzip_body_is_read(client: McpHttp) -> None:
+    headers = client.headers(**{"Content-Encoding": "gzip"})
+    async with client.http.post(
+        client.url, data=gzip.compress(json.dumps(call_body(61)).encode()), headers=headers
+    ) as response:
+        assert response.status == 200
+        assert messages(await read_sse(response, until_id=61))[-1]["result"]["content"][0]["text"] == "hi"
 
 
 # --- Origin and Host ---------------------------------------------------------------------------------------

@@ -125,7 +125,19 @@ async def test_resuming_a_finished_stream_replays_its_response(client: McpHttp) 
     assert [m["result"]["content"][0]["text"] for m in found] == ["kept"]
 
 
-@pytest.mark.parametrize("last_event_id", ["999-999", "garbage"])
+@pytest.mark.parametrize(
+    "last_event_id",
+    [
+        "999-999",
+        "garbage",
+        "\u00b2-1",  # a superscript two: str.isdigit() says yes, int() says no
+        "1-\u00b3",
+        "\u0661-1",  # an Arabic-Indic one: int() would read it, but event ids are ASCII
+        "1-" + "9" * 5000,  # more digits than int() converts
+        "-1",
+        "1--2",
+    ],
+)
 async def test_unknown_last_event_id_is_400(client: McpHttp, last_event_id: str) -> None:
     headers = client.headers(Accept="text/event-stream", **{"Last-Event-ID": last_event_id})
     async with client.http.get(client.url, headers=headers) as response:
