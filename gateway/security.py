@@ -26,20 +26,21 @@ class Principal:
 
 
 class AuthRejection(Exception):
-    """A refusal that is ready to send: status (401 or 403), headers (WWW-Authenticate) and a JSON body."""
+    """A refusal that is ready to send: status, headers (WWW-Authenticate, Retry-After) and a JSON body.
 
-    def __init__(self, status: int, reason: str, description: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(description)
+    The OIDC layer makes all of them from one row of its table of reasons (`gateway.auth.refusals`), so the
+    transport sends them as they are.
+    """
+
+    def __init__(self, status: int, reason: str, body: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        super().__init__(body.get("error_description", reason))
         self.status = status
         self.reason = reason
-        self.description = description
-        self.headers: dict[str, str] = dict(headers or {})
+        self.headers: dict[str, str] = dict(headers)
+        self._body: dict[str, str] = dict(body)
 
     def body(self) -> dict[str, str]:
-        error = "insufficient_scope" if self.reason == "insufficient_scope" else "invalid_token"
-        if self.reason == "missing_header":
-            error = "invalid_request" if self.status == 400 else "invalid_token"
-        return {"error": error, "error_description": self.description}
+        return dict(self._body)
 
 
 class Authenticator(Protocol):
@@ -58,7 +59,7 @@ class Authenticator(Protocol):
         """Unauthenticated routes this layer serves (OAuth metadata documents)."""
 
     async def authenticate(self, request: web.Request) -> Principal:
-        """Return the caller or raise `AuthRejection` (401)."""
+        """Return the caller or raise `AuthRejection`."""
 
     def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
         """Raise `AuthRejection` (403 insufficient_scope) when the caller may not send this JSON-RPC request."""

@@ -143,6 +143,69 @@ async def test_gateway_metadata_documents(gateway: Any, idp: DevIdp) -> None:
     assert prm["scopes_supported"] == ["cnpg:read", "cnpg:write", "openid"]
 
 
+# Refusals through the gateway: status, challenge, body, metric and log line say the same reason ---------------
+
+
+async def assert_refusal(gateway: Any, reason: str, status: int, error: str | None, response: Any) -> None:
+    """The gateway's answer and its /metrics and log agree with each other and with the expected status and error."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    got_status, headers, body = response
+    assert got_status == status, body
+    scheme, params = parse_challenge(headers["WWW-Authenticate"])
+    assert scheme == "Bearer"
+    assert params.get("error") == body.get("error") == error, (params, body)
+    assert params["resource_metadata"] == f"{gateway.base_url}/.well-known/oauth-protected-resource/mcp"
+    assert ("Retry-After" in headers) == (status == 503)
+    families = {f.name: f for f in text_string_to_metric_families(await metrics_text(gateway))}
+    failures = {
+        s.labels["reason"]: s.value
+        for s in families["mcp_gateway_auth_results"].samples
+        if s.name == "mcp_gateway_auth_results_total" and s.labels["result"] == "failure"
+    }
+    assert failures == {reason: 1.0}, failures
+    lines = [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
+    refusals = [e for e in lines if e.get("reason") == reason]
+    assert len(refusals) == 1, refusals
+    assert refusals[0]["detail"] == body["error_description"]
+    assert refusals[0]["level"] == ("info" if reason == "missing_header" else "warning")
+
+
+async def test_no_token_through_the_gateway(gateway: Any) -> None:
+    await assert_refusal(gateway, "missing_header", 401, None, await post(gateway, INIT))
+
+
+async def test_an_expired_token_through_the_gateway(gateway: Any, idp: DevIdp) -> None:
+    import time
+
+    from tests.fixtures.idp import Minter
+
+    expired = Minter(idp, audience=gateway.mcp_url).signed(exp=int(time.time()) - 3600)
+    await assert_refusal(gateway, "expired", 401, "invalid_token", await post(gateway, INIT, token=expired))
+
+
+async def test_a_token_for_another_audience_through_the_gateway(gateway: Any, idp: DevIdp) -> None:
+    wrong_aud = idp.token(resource="http://127.0.0.1:1/mcp")
+    await assert_refusal(gateway, "invalid_audience", 401, "invalid_token", await post(gateway, INIT, token=wrong_aud))
+
+
+async def test_a_token_without_the_required_scope_through_the_gateway(gateway: Any, idp: DevIdp) -> None:
+    token = token_for(idp, gateway, scope="cnpg:read")
+    response = await post(gateway, INIT, token=token)
+    await assert_refusal(gateway, "insufficient_scope", 403, "insufficient_scope", response)
+    assert parse_challenge(response[1]["WWW-Authenticate"])[1]["scope"] == "openid"
+
+
+async def test_keys_never_loaded_through_the_gateway(gateway_factory: Any, idp_factory: Any) -> None:
+    idp: DevIdp = idp_factory()
+    token = idp.token(resource="http://127.0.0.1:9/mcp")
+    idp.stop()
+    gateway = start_gateway(gateway_factory, idp, wait_ready=False, OIDC_AUDIENCE="http://127.0.0.1:9/mcp")
+    response = await post(gateway, INIT, token=token)
+    await assert_refusal(gateway, "jwks_unavailable", 503, "temporarily_unavailable", response)
+    assert int(response[1]["Retry-After"]) > 0
+
+
 # An authenticated session ---------------------------------------------------------------------------------------
 
 

@@ -138,30 +138,35 @@ async def test_missing_header_is_401_with_a_bare_challenge(app: AuthApp) -> None
     assert params["scope"] == "openid"
 
 
-async def test_token_in_query_string_is_refused(app: AuthApp, idp: DevIdp) -> None:
+async def test_a_missing_header_body_does_not_claim_an_invalid_token(app: AuthApp) -> None:
+    resp = await app.get()
+    assert await resp.json() == {"error_description": "Missing Authorization header"}
+
+
+async def test_token_in_query_string_is_a_400_invalid_request(app: AuthApp, idp: DevIdp) -> None:
     token = idp.token()
+    text = "Access tokens in the query string are not accepted"
+    params = await refused(app, token, "invalid_request", text, 400, params={"access_token": token})
+    assert params["error"] == "invalid_request"
+
+
+async def test_basic_scheme_is_refused_like_missing_credentials(app: AuthApp) -> None:
     params = await refused(
-        app, token, "malformed", "Access tokens in the query string are not accepted", params={"access_token": token}
+        app, None, "unsupported_scheme", "Authorization scheme must be Bearer", headers={"Authorization": "Basic eDp5"}
     )
-    assert params["error"] == "invalid_token"
+    assert "error" not in params  # RFC 6750 section 3.1: "attempted using an unsupported authentication method"
 
 
-async def test_basic_scheme_is_refused(app: AuthApp) -> None:
-    await refused(
-        app, None, "malformed", "Authorization scheme must be Bearer", headers={"Authorization": "Basic eDp5"}
-    )
+async def test_empty_bearer_is_a_400_invalid_request(app: AuthApp) -> None:
+    await refused(app, None, "invalid_request", "Bearer token is empty", 400, headers={"Authorization": "Bearer   "})
 
 
-async def test_empty_bearer_is_refused(app: AuthApp) -> None:
-    await refused(app, None, "malformed", "Bearer token is empty", headers={"Authorization": "Bearer   "})
-
-
-async def test_two_authorization_headers_are_refused(app: AuthApp, idp: DevIdp) -> None:
+async def test_two_authorization_headers_are_a_400_invalid_request(app: AuthApp, idp: DevIdp) -> None:
     from multidict import CIMultiDict
 
     token = idp.token()
     headers = CIMultiDict([("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")])
-    await refused(app, None, "malformed", "More than one Authorization header", headers=headers)
+    await refused(app, None, "invalid_request", "More than one Authorization header", 400, headers=headers)
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,9 @@ class FakeAuthenticator:
     async def authenticate(self, request: web.Request) -> Principal:
         user = request.headers.get("X-Test-User")
         if not user:
-            raise AuthRejection(401, "missing_header", "no credentials", {"WWW-Authenticate": 'Bearer realm="t"'})
+            raise AuthRejection(
+                401, "missing_header", {"error_description": "no credentials"}, {"WWW-Authenticate": 'Bearer realm="t"'}
+            )
         return Principal(subject=f"test|{user}", client_id="cli-1", scopes=frozenset(), expires_at=time.time() + 60)
 
     def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
@@ -62,7 +64,10 @@ class FakeAuthenticator:
             and principal.subject != "test|admin"
         ):
             raise AuthRejection(
-                403, "insufficient_scope", "admin only", {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+                403,
+                "insufficient_scope",
+                {"error": "insufficient_scope", "error_description": "admin only"},
+                {"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
             )
 
     def filter_result(self, principal: Principal, method: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +114,7 @@ async def test_requests_without_credentials_get_the_authenticators_rejection(
     async with http.post(anonymous.url, json=body, headers=anonymous.headers()) as response:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="t"'
-        assert (await response.json())["error"] == "invalid_token"
+        assert await response.json() == {"error_description": "no credentials"}
 
 
 async def test_a_session_answers_only_its_subject(server: TestServer, http: aiohttp.ClientSession) -> None:

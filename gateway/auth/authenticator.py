@@ -1,4 +1,4 @@
-"""The OIDC `Authenticator`: bearer extraction, verification, scope checks, challenges, metrics and logs."""
+"""The OIDC `Authenticator`: bearer extraction, verification and scope checks; refusals come from refusals.py."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import jwt
 import structlog
 from aiohttp import web
 
-from gateway.auth.challenge import bearer_challenge
 from gateway.auth.config import AuthConfig
 from gateway.auth.jwks import KeySource
 from gateway.auth.metadata import base_url, metadata_routes, resource_metadata_url
+from gateway.auth.refusals import refuse
 from gateway.auth.verify import AuthError, TokenVerifier
 from gateway.metrics import AUTH_RESULTS, AUTH_VERIFY_DURATION, AUTHZ_DENIALS, OTHER
-from gateway.security import AuthRejection, Principal
+from gateway.security import Principal
 
 log = structlog.get_logger(component="auth")
 
@@ -65,6 +65,7 @@ class OidcAuthenticator:
     async def authenticate(self, request: web.Request) -> Principal:
         base = base_url(self.cfg, request)
         _request_base.set(base)
+        metadata = resource_metadata_url(self.cfg, base)
         started = time.perf_counter()
         token: str | None = None
         try:
@@ -73,73 +74,49 @@ class OidcAuthenticator:
             cached = principal is not None
             if principal is None:
                 principal = await self.verifier.verify(token)
-            AUTH_VERIFY_DURATION.labels(cached="true" if cached else "false").observe(time.perf_counter() - started)
-            missing = self.cfg.required_scopes - principal.scopes
-            if missing:
-                raise AuthError("insufficient_scope", f"Token lacks required scope: {' '.join(sorted(missing))}")
         except AuthError as err:
-            AUTH_RESULTS.labels(result="failure", reason=err.reason).inc()
-            self._log_failure(request, err, token)
-            scope = self._required_scope if err.reason == "insufficient_scope" else self._all_scopes
-            raise self._rejection(err, base, scope) from None
+            # A 401 asks for every scope the resource uses; see __init__.
+            raise refuse(
+                err.reason,
+                err.description,
+                resource_metadata=metadata,
+                scope=self._all_scopes,
+                client=request.remote,
+                **_token_facts(token, err.reason),
+            ) from None
+        AUTH_VERIFY_DURATION.labels(cached="true" if cached else "false").observe(time.perf_counter() - started)
+        missing = self.cfg.required_scopes - principal.scopes
+        if missing:
+            raise refuse(
+                "insufficient_scope",
+                f"Token lacks required scope: {' '.join(sorted(missing))}",
+                resource_metadata=metadata,
+                scope=self._required_scope,
+                subject=principal.subject,
+                client=request.remote,
+            )
         AUTH_RESULTS.labels(result="success", reason="ok").inc()
         return principal
 
     def _extract(self, request: web.Request) -> str:
         if "access_token" in request.query:
             # RFC 6750 section 2.3 URIs end up in logs and caches; the gateway accepts the header method only.
-            raise AuthError("malformed", "Access tokens in the query string are not accepted")
+            raise AuthError("invalid_request", "Access tokens in the query string are not accepted")
         values = request.headers.getall("Authorization", [])
         if not values:
             raise AuthError("missing_header", "Missing Authorization header")
         if len(values) > 1:
-            raise AuthError("malformed", "More than one Authorization header")
+            raise AuthError("invalid_request", "More than one Authorization header")
         value = values[0]
         if len(value) > self.cfg.max_token_bytes + 16:
             raise AuthError("token_too_large", f"Token exceeds {self.cfg.max_token_bytes} bytes")
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer":
-            raise AuthError("malformed", "Authorization scheme must be Bearer")
+            raise AuthError("unsupported_scheme", "Authorization scheme must be Bearer")
         token = token.strip()
         if not token:
-            raise AuthError("malformed", "Bearer token is empty")
+            raise AuthError("invalid_request", "Bearer token is empty")
         return token
-
-    def _rejection(self, err: AuthError, base: str, scope: str) -> AuthRejection:
-        metadata = resource_metadata_url(self.cfg, base)
-        if err.reason == "insufficient_scope":
-            status, error = 403, "insufficient_scope"
-        elif err.reason == "jwks_unavailable":
-            status, error = 503, "temporarily_unavailable"
-        else:
-            status, error = 401, "invalid_token"
-        if err.reason == "missing_header":
-            challenge = bearer_challenge(resource_metadata=metadata, scope=scope or None)
-        else:
-            challenge = bearer_challenge(
-                resource_metadata=metadata, error=error, description=err.description, scope=scope or None
-            )
-        headers = {"WWW-Authenticate": challenge}
-        if status == 503:
-            headers["Retry-After"] = "5"
-        return AuthRejection(status, err.reason, err.description, headers)
-
-    def _log_failure(self, request: web.Request, err: AuthError, token: str | None) -> None:
-        fields: dict[str, Any] = {"reason": err.reason, "client": request.remote}
-        if token is not None and err.reason not in ("token_too_large",):
-            # Only header and claim names that help an operator; never the token or its signature.
-            try:
-                header = jwt.get_unverified_header(token)
-                fields["alg"] = _short(header.get("alg"))
-                fields["kid"] = _short(header.get("kid"))
-                claims = jwt.decode(token, options={"verify_signature": False})
-                fields["iss"] = _short(claims.get("iss"))
-                fields["aud"] = _short(claims.get("aud"))
-            except Exception:  # whatever a hostile token does to the parser, logging must not fail the request
-                pass
-        # Every MCP client's first request carries no token: that is the normal start of discovery, not an alarm.
-        emit = log.info if err.reason == "missing_header" else log.warning
-        emit("Authentication failed", detail=err.description, **fields)
 
     # Authorization ---------------------------------------------------------------------------------------------
 
@@ -155,14 +132,17 @@ class OidcAuthenticator:
             return
         label = tool if tool in self._known_tools else OTHER
         AUTHZ_DENIALS.labels(tool=label).inc()
-        AUTH_RESULTS.labels(result="failure", reason="insufficient_scope").inc()
-        description = f"Tool {tool[:_LOG_FIELD_CHARS]} requires scope: {' '.join(sorted(missing))}"
-        log.warning(
-            "Tool call denied", tool=tool[:_LOG_FIELD_CHARS], subject=principal.subject, missing=sorted(missing)
-        )
         # Step-up: name everything the client should ask for next time (RFC 6750 section 3.1, MCP scope challenge).
         scope = " ".join(sorted(principal.scopes | needed | self.cfg.required_scopes))
-        raise self._rejection(AuthError("insufficient_scope", description), self._base(), scope)
+        raise refuse(
+            "insufficient_scope",
+            f"Tool {tool[:_LOG_FIELD_CHARS]} requires scope: {' '.join(sorted(missing))}",
+            resource_metadata=resource_metadata_url(self.cfg, self._base()),
+            scope=scope,
+            subject=principal.subject,
+            tool=tool[:_LOG_FIELD_CHARS],
+            missing=sorted(missing),
+        )
 
     def filter_result(self, principal: Principal, method: str, message: dict[str, Any]) -> dict[str, Any]:
         if method != "tools/list":
@@ -197,6 +177,23 @@ def plain_http_off_loopback(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+def _token_facts(token: str | None, reason: str) -> dict[str, Any]:
+    """Header and claim names that help an operator read a refusal; never the token or its signature."""
+    if token is None or reason == "token_too_large":
+        return {}
+    facts: dict[str, Any] = {}
+    try:
+        header = jwt.get_unverified_header(token)
+        facts["alg"] = _short(header.get("alg"))
+        facts["kid"] = _short(header.get("kid"))
+        claims = jwt.decode(token, options={"verify_signature": False})
+        facts["iss"] = _short(claims.get("iss"))
+        facts["aud"] = _short(claims.get("aud"))
+    except Exception:  # whatever a hostile token does to the parser, logging must not fail the request
+        pass
+    return facts
 
 
 def _short(value: Any) -> Any:

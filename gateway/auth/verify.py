@@ -23,6 +23,7 @@ import jwt
 
 from gateway.auth.config import AuthConfig
 from gateway.auth.jwks import KeySource
+from gateway.auth.refusals import REASONS
 from gateway.security import Principal
 
 # Base64url characters and dots: anything else cannot be a compact JWS, so it is refused before any parsing.
@@ -40,28 +41,10 @@ _DECODER = jwt.PyJWT(
     }
 )
 
-REASONS = frozenset(
-    {
-        "missing_header",
-        "malformed",
-        "invalid_issuer",
-        "invalid_audience",
-        "expired",
-        "not_yet_valid",
-        "bad_signature",
-        "unknown_kid",
-        "disallowed_alg",
-        "insufficient_scope",
-        "jwks_unavailable",
-        "token_too_large",
-        "missing_claim",
-    }
-)
-"""The closed set of failure reasons (metric label values); success is reason "ok"."""
-
 
 class AuthError(Exception):
-    """Why a token was refused; `reason` is one of `REASONS`, `description` is safe to show the caller."""
+    """Why a token was refused: `reason` names a row of `gateway.auth.refusals.REFUSALS`, `description` is shown
+    to the caller."""
 
     def __init__(self, reason: str, description: str) -> None:
         assert reason in REASONS, reason
