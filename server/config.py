@@ -5,6 +5,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from server.names import validate_dns_label
+
 DEFAULT_PG_MAJOR = 17
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/cloudnative-pg/postgresql"
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
@@ -94,8 +96,6 @@ def _parse_namespaces(name: str, raw: str) -> tuple[tuple[str, ...] | None, bool
         if len(items) > 1:
             raise ConfigError(f"{name}: '*' cannot be combined with other namespaces")
         return None, True
-    from server.tools.common import validate_dns_label  # local import: config stays importable on its own
-
     for item in items:
         problem = validate_dns_label(item)
         if problem:

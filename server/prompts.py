@@ -1,12 +1,9 @@
 """MCP prompts that walk an assistant through common DBA investigations with this server's tools."""
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from server.app import CnpgServer
+from server.registry import CnpgServer
 
 
-def register(server: "CnpgServer") -> None:
+def register(server: CnpgServer) -> None:
     @server.prompt(
         name="diagnose_cluster",
         title="Diagnose a degraded cluster",

@@ -1,21 +1,16 @@
 """MCP resources: each cluster's status, addressed by a URI template."""
 
-from typing import TYPE_CHECKING
-
 from mcp.server.mcpserver.exceptions import ResourceError
 
-from server.app import bound
 from server.kube import KubeError
+from server.registry import CnpgServer, Deps, bound
 from server.tools.clusters import describe_cluster, get_cluster
 from server.tools.common import InputError
-
-if TYPE_CHECKING:
-    from server.app import CnpgServer, Deps
 
 CLUSTER_STATUS_URI = "cnpg://clusters/{namespace}/{name}"
 
 
-def register(server: "CnpgServer", deps: "Deps") -> None:
+def register(server: CnpgServer, deps: Deps) -> None:
     @server.resource(
         CLUSTER_STATUS_URI,
         name="cluster-status",

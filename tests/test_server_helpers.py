@@ -14,10 +14,11 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from server.app import CnpgServer, create_server
+from server.app import create_server
 from server.config import load_config
 from server.kube import Kube, connect
 from server.permissions import allowed
+from server.registry import CnpgServer
 
 CNPG = "postgresql.cnpg.io/v1"
 _VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}

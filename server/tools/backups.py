@@ -1,11 +1,12 @@
 """Backup tools: on-demand backups and scheduled backups."""
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from server.kube import BACKUPS, CLUSTERS, SCHEDULED_BACKUPS
+from server.registry import Registry
 from server.tools.clusters import configured_backup_methods
 from server.tools.common import (
     AllNamespaces,
@@ -28,9 +29,6 @@ from server.tools.common import (
     table,
     validate_cron,
 )
-
-if TYPE_CHECKING:
-    from server.app import Registry
 
 BackupMethod = Literal["barmanObjectStore", "volumeSnapshot", "plugin"]
 MethodParam = Annotated[
@@ -85,7 +83,7 @@ def backup_row(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
 

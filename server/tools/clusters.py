@@ -2,11 +2,12 @@
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from server.kube import CLUSTERS
+from server.registry import Deps, Registry
 from server.tools.common import (
     AllNamespaces,
     ClusterName,
@@ -29,9 +30,6 @@ from server.tools.common import (
     table,
 )
 from server.tools.instances import instance_pod
-
-if TYPE_CHECKING:
-    from server.app import Deps, Registry
 
 HIBERNATION_ANNOTATION = "cnpg.io/hibernation"
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
@@ -164,7 +162,7 @@ def as_json(obj: dict[str, Any]) -> str:
     return json.dumps(strip_noise(obj), indent=2, sort_keys=False, default=str)
 
 
-async def get_cluster(deps: "Deps", namespace: str, name: str) -> dict[str, Any]:
+async def get_cluster(deps: Deps, namespace: str, name: str) -> dict[str, Any]:
     return await deps.kube.get(CLUSTERS, namespace, name)
 
 
@@ -172,7 +170,7 @@ def _dry(dry_run: bool) -> str:
     return "Dry run (dryRun=All): nothing was written. " if dry_run else ""
 
 
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
     config = deps.config

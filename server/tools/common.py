@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from server.names import validate_dns_label, validate_object_name
+
 
 class InputError(Exception):
     """The caller's input is wrong; the message says why and how to fix it. Nothing was changed."""
@@ -48,20 +50,7 @@ AllNamespaces = Annotated[
     bool, Field(description="List across every allowed namespace instead of one namespace.")
 ]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PG_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-
-
-def validate_dns_label(value: str) -> str | None:
-    """None if `value` is a valid DNS-1123 label (namespaces, cluster names), else the reason."""
-    if not value:
-        return "must not be empty"
-    if len(value) > 63:
-        return "must be at most 63 characters"
-    if not _DNS_LABEL.match(value):
-        return "must consist of lower case letters, digits and '-', and start and end with a letter or digit"
-    return None
 
 
 def require_dns_label(what: str, value: str) -> str:
@@ -73,11 +62,9 @@ def require_dns_label(what: str, value: str) -> str:
 
 def require_object_name(what: str, value: str) -> str:
     """Object names: DNS-1123 subdomain (lower case, digits, '-', '.')."""
-    if not value or len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
-        raise InputError(
-            f"Invalid {what} {value!r}: must be a DNS-1123 name (lower case letters, digits, '-' and '.', "
-            "starting and ending with a letter or digit, at most 253 characters)."
-        )
+    problem = validate_object_name(value)
+    if problem:
+        raise InputError(f"Invalid {what} {value!r}: {problem}.")
     return value
 
 

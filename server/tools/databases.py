@@ -1,10 +1,11 @@
 """Database tools: the Database custom resource (a PostgreSQL database managed declaratively)."""
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from server.kube import CLUSTERS, DATABASES
+from server.registry import Registry
 from server.tools.common import (
     AllNamespaces,
     ClusterName,
@@ -25,9 +26,6 @@ from server.tools.common import (
     table,
 )
 
-if TYPE_CHECKING:
-    from server.app import Registry
-
 RECLAIM_EXPLANATION = {
     "retain": "databaseReclaimPolicy is 'retain': the PostgreSQL database {db} and all its data STAY in cluster "
               "{cluster}; only the Kubernetes Database object is removed (the database becomes unmanaged).",
@@ -36,7 +34,7 @@ RECLAIM_EXPLANATION = {
 }
 
 
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
 

@@ -1,15 +1,13 @@
 """Event tools: recent Kubernetes events of a cluster and its instances, warnings first."""
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from server.kube import EVENTS
+from server.registry import Registry
 from server.tools.common import ClusterName, Namespace, ToolOutput, age, require_dns_label, table
-
-if TYPE_CHECKING:
-    from server.app import Registry
 
 
 def _when(event: dict[str, Any]) -> str:
@@ -17,7 +15,7 @@ def _when(event: dict[str, Any]) -> str:
                or (event.get("metadata") or {}).get("creationTimestamp") or "")
 
 
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
 

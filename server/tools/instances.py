@@ -1,10 +1,11 @@
 """Instance tools: the PostgreSQL pods of a cluster, and their logs."""
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from server.kube import CLUSTERS, PODS, Kube, KubeError
+from server.registry import Registry
 from server.tools.common import (
     ClusterName,
     InputError,
@@ -16,9 +17,6 @@ from server.tools.common import (
     status,
     table,
 )
-
-if TYPE_CHECKING:
-    from server.app import Registry
 
 # Pods labelled for a cluster that are not PostgreSQL instances (bootstrap jobs, poolers).
 _NON_INSTANCE_LABELS = ("cnpg.io/jobRole", "cnpg.io/poolerName")
@@ -60,7 +58,7 @@ async def instance_pod(kube: Kube, namespace: str, cluster: str, instance: str) 
     return pod
 
 
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
 

@@ -1,10 +1,11 @@
 """Pooler tools: PgBouncer poolers in front of a cluster."""
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from server.kube import CLUSTERS, POOLERS, KubeError
+from server.registry import Registry
 from server.tools.common import (
     AllNamespaces,
     ClusterName,
@@ -25,11 +26,8 @@ from server.tools.common import (
     table,
 )
 
-if TYPE_CHECKING:
-    from server.app import Registry
 
-
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
 

@@ -8,11 +8,12 @@ Secret it owns (ownership is verified by the owner's uid), nothing else.
 import base64
 import secrets
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from server.kube import CLUSTERS, DATABASE_ROLES, SECRETS, KubeError
+from server.registry import Registry
 from server.tools.common import (
     AllNamespaces,
     ClusterName,
@@ -33,9 +34,6 @@ from server.tools.common import (
     strip_noise,
     table,
 )
-
-if TYPE_CHECKING:
-    from server.app import Registry
 
 MANAGED_BY = "cnpg-mcp"
 ROLE_LABEL = "cnpg-mcp.io/databaserole"
@@ -72,7 +70,7 @@ def _check_valid_until(value: str | None) -> None:
         raise InputError(f"Invalid valid_until {value!r}: use RFC 3339, e.g. '2027-01-01T00:00:00Z'.") from None
 
 
-def register(r: "Registry") -> None:
+def register(r: Registry) -> None:
     deps = r.deps
     kube = deps.kube
 
