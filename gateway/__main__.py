@@ -27,7 +27,7 @@ async def serve(config: GatewayConfig) -> int:
     # parser) answers an oversized token, with a proper 401.
     field_limit = 8190
     if config.auth is not None:
-        field_limit = max(field_limit, int(getattr(config.auth, "max_token_bytes", 0)) + 1024)
+        field_limit = max(field_limit, config.auth.max_token_bytes + 1024)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

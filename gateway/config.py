@@ -1,22 +1,36 @@
 """Gateway settings: one frozen dataclass built from the environment and command-line flags (flags win).
 
-Every setting has an environment variable and a flag; `build_parser` documents both, and docs/gateway.md lists
-them. Validation errors raise `ConfigError` naming the variable so an operator knows what to fix.
+Every setting, the auth layer's included, has an environment variable, a flag and one parser for both
+(gateway.settings); `build_parser` documents them, the README's tables list them. A bad value raises
+`ConfigError` naming the variable and the flag, whichever carried it.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ipaddress
-import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.auth.config import AuthConfig, load_auth_config
+from gateway.auth.config import AUTH_SETTINGS, AuthConfig, build_auth_config
 from gateway.errors import ConfigError
+from gateway.settings import (
+    MCP_PATH,
+    PUBLIC_URL,
+    Setting,
+    add_flags,
+    boolean,
+    choice,
+    command,
+    host,
+    integer,
+    optional_text,
+    origins,
+    read_settings,
+    seconds,
+    text,
+)
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -40,6 +54,8 @@ class GatewayConfig:
     metrics_port: int = 9464
     service_name: str = "cnpg-mcp-server"
     shutdown_grace: float = 30.0
+    request_timeout: float = 600.0
+    """Seconds a request may wait for its upstream answer before the client gets an error (0 = no limit)."""
     max_body_bytes: int = 4 * MIB
     max_message_bytes: int = 16 * MIB
     log_level: str = "info"
@@ -66,135 +82,154 @@ class GatewayConfig:
         return urlsplit(self.public_url).netloc.lower()
 
 
-# name, env var, flag, kind, help. Kind drives parsing and validation.
-_SETTINGS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("host", "HOST", "--host", "str", "Address to listen on (default 127.0.0.1)."),
-    ("port", "PORT", "--port", "port", "TCP port of the MCP endpoint (default 3000)."),
-    ("mcp_path", "MCP_PATH", "--mcp-path", "path", "URL path of the MCP endpoint (default /mcp)."),
-    (
+GATEWAY_SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "HOST", "--host", host, "Address to listen on (default 127.0.0.1)."),
+    Setting("port", "PORT", "--port", integer(1, 65535), "TCP port of the MCP endpoint (default 3000)."),
+    MCP_PATH,
+    Setting(
         "upstream_command",
         "UPSTREAM_COMMAND",
         "--upstream-command",
-        "command",
+        command,
         'Command started once per session, shell-quoted: "CMD ARGS" (default cnpg-mcp-server).',
     ),
-    (
+    Setting(
         "upstream_socket",
         "UPSTREAM_SOCKET",
         "--upstream-socket",
-        "str",
+        optional_text,
         "Unix socket connected once per session instead of spawning a process "
         "(e.g. served by socat UNIX-LISTEN:PATH,fork,mode=600 EXEC:cnpg-mcp-server).",
     ),
-    (
+    Setting(
         "allowed_origins",
         "ALLOWED_ORIGINS",
         "--allowed-origins",
-        "origins",
+        origins,
         "Comma-separated origins allowed to call the MCP endpoint; loopback origins and the PUBLIC_URL origin "
         "are always allowed. Requests without an Origin header are allowed.",
     ),
-    (
+    Setting(
         "session_idle_timeout",
         "SESSION_IDLE_TIMEOUT",
         "--session-idle-timeout",
-        "seconds",
+        seconds(allow_zero=False),
         "Seconds without traffic after which a session and its upstream are closed (default 1800).",
     ),
-    ("max_sessions", "MAX_SESSIONS", "--max-sessions", "count", "Most sessions open at once (default 100)."),
-    (
+    Setting("max_sessions", "MAX_SESSIONS", "--max-sessions", integer(1), "Most sessions open at once (default 100)."),
+    Setting(
         "warm_pool_size",
         "WARM_POOL_SIZE",
         "--warm-pool-size",
-        "count0",
+        integer(0),
         "Upstream processes started ahead of time to speed up initialize (default 0).",
     ),
-    ("metrics_host", "METRICS_HOST", "--metrics-host", "str", "Address of the Prometheus endpoint (default HOST)."),
-    (
+    Setting(
+        "metrics_host", "METRICS_HOST", "--metrics-host", host, "Address of the Prometheus endpoint (default HOST)."
+    ),
+    Setting(
         "metrics_port",
         "METRICS_PORT",
         "--metrics-port",
-        "port0",
+        integer(0, 65535),
         "Port of the Prometheus /metrics endpoint; 0 disables it (default 9464).",
     ),
-    ("service_name", "SERVICE_NAME", "--service-name", "str", "Name reported by /health (default cnpg-mcp-server)."),
-    (
+    Setting(
+        "service_name", "SERVICE_NAME", "--service-name", text, "Name reported by /health (default cnpg-mcp-server)."
+    ),
+    Setting(
         "shutdown_grace",
         "SHUTDOWN_GRACE",
         "--shutdown-grace",
-        "seconds0",
+        seconds(allow_zero=True),
         "Seconds in-flight calls may take to finish after SIGTERM (default 30).",
     ),
-    (
+    Setting(
+        "request_timeout",
+        "REQUEST_TIMEOUT",
+        "--request-timeout",
+        seconds(allow_zero=True),
+        "Seconds a request may wait for the upstream's answer; then the client gets a JSON-RPC error and the "
+        "upstream notifications/cancelled; 0 disables it (default 600).",
+    ),
+    Setting(
         "max_body_bytes",
         "MAX_BODY_BYTES",
         "--max-body-bytes",
-        "count",
+        integer(1),
         "Largest accepted HTTP request body in bytes; larger gets 413 (default 4 MiB).",
     ),
-    (
+    Setting(
         "max_message_bytes",
         "MAX_MESSAGE_BYTES",
         "--max-message-bytes",
-        "count",
-        "Largest JSON line accepted from an upstream in bytes; beyond it the session ends (default 16 MiB).",
+        integer(1024),
+        "Largest JSON line accepted from an upstream in bytes, at least 1024; beyond it the session ends "
+        "(default 16 MiB).",
     ),
-    ("log_level", "LOG_LEVEL", "--log-level", "loglevel", "debug, info, warning, error or critical (default info)."),
-    (
+    Setting(
+        "log_level",
+        "LOG_LEVEL",
+        "--log-level",
+        choice(LOG_LEVELS),
+        "debug, info, warning, error or critical (default info).",
+    ),
+    Setting(
         "sse_keepalive",
         "SSE_KEEPALIVE",
         "--sse-keepalive",
-        "seconds",
+        seconds(allow_zero=False),
         "Seconds between keep-alive comments on idle SSE streams (default 15).",
     ),
-    (
+    Setting(
         "sse_retry_ms",
         "SSE_RETRY_MS",
         "--sse-retry-ms",
-        "count0",
+        integer(0),
         "Reconnection delay in milliseconds advertised to clients in the SSE retry field (default 1000).",
     ),
-    (
+    Setting(
         "sse_close_after",
         "SSE_CLOSE_AFTER",
         "--sse-close-after",
-        "seconds0",
+        seconds(allow_zero=True),
         "Close a request's SSE stream after this many seconds without its response, so the client polls by "
         "resuming with Last-Event-ID; 0 keeps streams open (default 0).",
     ),
-    (
+    Setting(
         "replay_buffer",
         "SSE_REPLAY_BUFFER",
         "--sse-replay-buffer",
-        "count",
+        integer(1),
         "SSE events kept per stream for Last-Event-ID resumption (default 256).",
     ),
-    (
-        "public_url",
-        "PUBLIC_URL",
-        "--public-url",
-        "url",
-        "External URL of the gateway (e.g. https://mcp.example.com); its origin is always allowed.",
-    ),
-    (
+    PUBLIC_URL,
+    Setting(
         "allow_insecure",
         "ALLOW_INSECURE",
         "--allow-insecure",
-        "bool",
-        "Allow listening on a non-loopback address without authentication (default false).",
+        boolean,
+        "Allow listening on a non-loopback address without authentication; the flag alone means true (default false).",
+        switch=True,
     ),
 )
+"""The gateway's settings; MCP_PATH and PUBLIC_URL are read by the auth layer too."""
+
+SETTINGS: tuple[Setting, ...] = GATEWAY_SETTINGS + AUTH_SETTINGS
+"""Every setting of `cnpg-mcp-gateway`, each an environment variable and a flag."""
+
+_GATEWAY_FIELDS = frozenset(s.name for s in GATEWAY_SETTINGS)
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
-def is_loopback_host(host: str) -> bool:
+def is_loopback_host(name: str) -> bool:
     """True for names and addresses that only reach this machine."""
-    host = host.strip().lower()
-    if host in _LOOPBACK_NAMES:
+    name = name.strip().lower()
+    if name in _LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -204,133 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnpg-mcp-gateway",
         description="Streamable HTTP gateway: one stdio MCP server process (or Unix socket) per MCP session. "
-        "Each flag can also be set with the environment variable shown; flags win. OIDC authentication is "
-        "configured with OIDC_* variables (see docs/gateway.md); without OIDC_ISSUER the gateway runs in "
-        "insecure mode and only listens on loopback unless ALLOW_INSECURE=true.",
+        "Every setting is a flag and the environment variable shown; flags win.",
     )
-    for name, env, flag, kind, text in _SETTINGS:
-        if kind == "bool":
-            parser.add_argument(
-                flag, dest=name, action="store_const", const="true", default=None, help=f"{text} [env {env}]"
-            )
-        else:
-            parser.add_argument(flag, dest=name, metavar=env, default=None, help=f"{text} [env {env}]")
+    add_flags(parser.add_argument_group("gateway settings (docs/gateway.md)"), GATEWAY_SETTINGS)
+    add_flags(
+        parser.add_argument_group(
+            "authentication settings (OIDC, docs/auth.md)",
+            "OIDC bearer-token authentication is on when OIDC_ISSUER is set; without it the gateway runs in "
+            "insecure mode and only listens on loopback unless ALLOW_INSECURE=true. PUBLIC_URL and MCP_PATH "
+            "above name the protected resource.",
+        ),
+        AUTH_SETTINGS,
+    )
     return parser
 
 
-def _parse_bool(env: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{env} must be true or false, got {raw!r}")
-
-
-def _parse_int(env: str, raw: str, minimum: int, maximum: int | None = None) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{env} must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{env} must be {bound}, got {value}")
-    return value
-
-
-def _parse_seconds(env: str, raw: str, allow_zero: bool) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{env} must be a number of seconds, got {raw!r}") from None
-    if value != value or value < 0 or (value == 0 and not allow_zero) or value == float("inf"):
-        raise ConfigError(f"{env} must be a {'non-negative' if allow_zero else 'positive'} number, got {raw!r}")
-    return value
-
-
-def _parse_origin(env: str, raw: str) -> str:
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"{env} entries must be origins like https://app.example.com, got {raw!r}")
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _convert(name: str, env: str, kind: str, raw: str) -> Any:
-    parsers: dict[str, Callable[[], Any]] = {
-        "str": lambda: raw.strip(),
-        "port": lambda: _parse_int(env, raw, 1, 65535),
-        "port0": lambda: _parse_int(env, raw, 0, 65535),
-        "count": lambda: _parse_int(env, raw, 1),
-        "count0": lambda: _parse_int(env, raw, 0),
-        "seconds": lambda: _parse_seconds(env, raw, allow_zero=False),
-        "seconds0": lambda: _parse_seconds(env, raw, allow_zero=True),
-        "bool": lambda: _parse_bool(env, raw),
-    }
-    if kind in parsers:
-        value = parsers[kind]()
-        if kind == "str" and not value and name != "upstream_socket":
-            raise ConfigError(f"{env} must not be empty")
-        return value
-    if kind == "path":
-        path = raw.strip()
-        if not path.startswith("/") or " " in path:
-            raise ConfigError(f"{env} must be a URL path starting with '/', got {raw!r}")
-        return path.rstrip("/") or "/"
-    if kind == "command":
-        try:
-            argv = tuple(shlex.split(raw))
-        except ValueError as exc:
-            raise ConfigError(f"{env} is not a valid shell-quoted command: {exc}") from None
-        if not argv:
-            raise ConfigError(f"{env} must not be empty")
-        return argv
-    if kind == "origins":
-        return frozenset(_parse_origin(env, item) for item in raw.split(",") if item.strip())
-    if kind == "url":
-        url = raw.strip()
-        if not url:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{env} must be an absolute http(s) URL, got {raw!r}")
-        return url.rstrip("/")
-    if kind == "loglevel":
-        level = raw.strip().lower()
-        if level not in LOG_LEVELS:
-            raise ConfigError(f"{env} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
-        return level
-    raise AssertionError(f"unknown setting kind {kind}")
-
-
 def load_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> GatewayConfig:
-    """Build the config from flags and environment; raises `ConfigError` naming the offending variable."""
-    args = build_parser().parse_args(list(argv) if argv is not None else [])
-    values: dict[str, Any] = {}
-    for name, env_name, _flag, kind, _text in _SETTINGS:
-        raw = getattr(args, name)
-        if raw is None:
-            raw = env.get(env_name)
-        if raw is None:
-            continue
-        values[name] = _convert(name, env_name, kind, raw)
-    if values.get("upstream_socket") == "":
-        values["upstream_socket"] = None
-    if "metrics_host" not in values and "host" in values:
-        values["metrics_host"] = values["host"]
-    if values.get("max_message_bytes", 16 * MIB) < 1024:
-        raise ConfigError("MAX_MESSAGE_BYTES must be at least 1024")
-    if values.get("host", "127.0.0.1").strip("[]") == "":
-        raise ConfigError("HOST must not be empty")
-    auth = load_auth_config(env)
-    if auth is not None:
-        # Flags may override MCP_PATH/PUBLIC_URL; the auth layer's metadata must name the same endpoint.
-        auth = dataclasses.replace(
-            auth,
-            mcp_path=values.get("mcp_path", auth.mcp_path),
-            public_url=values.get("public_url") or auth.public_url,
-        )
-    values["auth"] = auth
-    config = GatewayConfig(**values)
+    """Build the config from flags and environment; raises `ConfigError` naming the offending setting."""
+    flags = build_parser().parse_args(list(argv) if argv is not None else [])
+    values = read_settings(SETTINGS, flags, env)
+    gateway = {name: value for name, value in values.items() if name in _GATEWAY_FIELDS}
+    if "metrics_host" not in gateway and "host" in gateway:
+        gateway["metrics_host"] = gateway["host"]
+    config = GatewayConfig(**gateway, auth=build_auth_config(values))
     if config.auth is None and not config.allow_insecure and not is_loopback_host(config.host):
         raise ConfigError(
             f"HOST={config.host} is not a loopback address and authentication is off (OIDC_ISSUER unset); "

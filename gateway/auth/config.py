@@ -1,7 +1,8 @@
-"""Authentication settings read from the environment (OIDC_* and friends).
+"""Authentication settings (OIDC_* and friends): each an environment variable and a flag, one parser for both.
 
-Auth is on when OIDC_ISSUER is set; every other variable is validated here and a bad value raises `ConfigError`
-naming the variable, so the gateway refuses to start rather than run with a half-understood policy.
+Auth is on when OIDC_ISSUER is set. A bad value raises `ConfigError` naming the variable and the flag, so the
+gateway refuses to start rather than run with a half-understood policy. gateway/config.py reads these settings
+together with its own; `load_auth_config` reads them from an environment alone (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.settings import MCP_PATH, PUBLIC_URL, Setting, integer, read_settings, url
 
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -45,7 +47,7 @@ class ToolScopeRule:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """Everything the OIDC layer needs; built once from the environment."""
+    """Everything the OIDC layer needs; built once from the settings (`build_auth_config`)."""
 
     issuer: str
     audiences: tuple[str, ...]
@@ -59,7 +61,7 @@ class AuthConfig:
     tool_scopes: tuple[ToolScopeRule, ...] = ()
     algorithms: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
-    # Tunables below are not read from the environment; tests shorten them.
+    # Tunables below are not settings; tests shorten them.
     jwks_default_ttl: float = 300.0
     """Key set lifetime when the JWKS response carries no usable Cache-Control max-age."""
     jwks_min_ttl: float = 60.0
@@ -87,42 +89,29 @@ class AuthConfig:
         return sorted(scopes)
 
 
-def _url(env: Mapping[str, str], name: str, *, required: bool = False) -> str | None:
-    value = env.get(name, "").strip()
-    if not value:
-        if required:
-            raise ConfigError(f"{name} is required")
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an absolute http(s) URL, got {value!r}")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{name} must not carry a query or fragment")
-    if "@" in parts.netloc:
-        # URLs are logged (discovery failures); credentials never belong in them.
-        raise ConfigError(f"{name} must not contain credentials")
-    return value
-
-
-def _scopes(name: str, raw: str) -> frozenset[str]:
+def parse_scopes(raw: str) -> frozenset[str]:
+    """Scope tokens separated by spaces or commas; empty means none."""
     scopes = raw.replace(",", " ").split()
     for scope in scopes:
         if not _SCOPE_TOKEN.match(scope):
-            raise ConfigError(f"{name}: {scope!r} is not a valid scope token")
+            raise ConfigError(f"{scope!r} is not a valid scope token")
     return frozenset(scopes)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+def parse_audiences(raw: str) -> tuple[str, ...]:
+    """Comma-separated audiences, in order."""
+    return tuple(a.strip() for a in raw.split(",") if a.strip())
+
+
+def parse_algorithms(raw: str) -> frozenset[str]:
+    """JWS algorithm names separated by spaces or commas; only asymmetric ones."""
+    algorithms = frozenset(raw.replace(",", " ").split())
+    if not algorithms:
+        raise ConfigError(f"must name at least one of {' '.join(sorted(SUPPORTED_ALGORITHMS))}")
+    bad = sorted(a for a in algorithms if a not in SUPPORTED_ALGORITHMS)
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} not allowed; choose from {' '.join(sorted(SUPPORTED_ALGORITHMS))}")
+    return algorithms
 
 
 def parse_tool_scopes(raw: str) -> tuple[ToolScopeRule, ...]:
@@ -140,69 +129,110 @@ def parse_tool_scopes(raw: str) -> tuple[ToolScopeRule, ...]:
         try:
             decoded = json.loads(raw, object_pairs_hook=list)
         except ValueError as exc:
-            raise ConfigError(f"TOOL_SCOPES is not valid JSON: {exc}") from None
+            raise ConfigError(f"is not valid JSON: {exc}") from None
         if not isinstance(decoded, list):
-            raise ConfigError("TOOL_SCOPES JSON must be an object")
+            raise ConfigError("JSON must be an object")
         for pattern, value in decoded:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 pairs.append((pattern, value))
             elif isinstance(value, str):
                 pairs.append((pattern, value))
             else:
-                raise ConfigError(f"TOOL_SCOPES: the value for {pattern!r} must be a scope string or a list of them")
+                raise ConfigError(f"the value for {pattern!r} must be a scope string or a list of them")
     else:
         for item in raw.split():
             pattern, sep, scopes = item.partition("=")
             if not sep:
-                raise ConfigError(f"TOOL_SCOPES: {item!r} is not of the form pattern=scope[,scope...]")
+                raise ConfigError(f"{item!r} is not of the form pattern=scope[,scope...]")
             pairs.append((pattern, scopes))
     rules: list[ToolScopeRule] = []
     for pattern, value in pairs:
         if not pattern or any(c.isspace() for c in pattern):
-            raise ConfigError(f"TOOL_SCOPES: {pattern!r} is not a valid tool name pattern")
-        rule_scopes = _scopes("TOOL_SCOPES", " ".join(value) if isinstance(value, list) else value)
+            raise ConfigError(f"{pattern!r} is not a valid tool name pattern")
+        rule_scopes = parse_scopes(" ".join(value) if isinstance(value, list) else value)
         if not rule_scopes:
-            raise ConfigError(f"TOOL_SCOPES: the rule for {pattern!r} names no scope")
+            raise ConfigError(f"the rule for {pattern!r} names no scope")
         rules.append(ToolScopeRule(pattern=pattern, scopes=rule_scopes))
     return tuple(rules)
 
 
-def load_auth_config(env: Mapping[str, str]) -> AuthConfig | None:
-    """Build the auth settings, or None when OIDC_ISSUER is unset (insecure mode)."""
-    issuer = env.get("OIDC_ISSUER", "").strip()
-    if not issuer:
+AUTH_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "issuer",
+        "OIDC_ISSUER",
+        "--oidc-issuer",
+        url,
+        "Issuer URL; turns authentication on. Tokens' iss must equal it exactly (default unset: auth off).",
+    ),
+    Setting(
+        "audiences",
+        "OIDC_AUDIENCE",
+        "--oidc-audience",
+        parse_audiences,
+        "Accepted aud values, comma-separated; required with OIDC_ISSUER. With RFC 8707 resource indicators this "
+        "is PUBLIC_URL + MCP_PATH.",
+    ),
+    Setting("jwks_uri", "OIDC_JWKS_URI", "--oidc-jwks-uri", url, "Key set URL; skips discovery for keys."),
+    Setting(
+        "required_scopes",
+        "OIDC_SCOPE",
+        "--oidc-scope",
+        parse_scopes,
+        f"Scopes every token must carry, space-separated; empty means none (default {DEFAULT_SCOPE}).",
+    ),
+    Setting(
+        "tool_scopes",
+        "TOOL_SCOPES",
+        "--tool-scopes",
+        parse_tool_scopes,
+        "Extra scopes per tool, first match wins: 'list_*=cnpg:read *=cnpg:write' or an ordered JSON object.",
+    ),
+    Setting(
+        "algorithms",
+        "OIDC_ALGORITHMS",
+        "--oidc-algorithms",
+        parse_algorithms,
+        f"Allowed JWS algorithms, asymmetric only (default {' '.join(DEFAULT_ALGORITHMS)}).",
+    ),
+    Setting(
+        "leeway",
+        "OIDC_LEEWAY",
+        "--oidc-leeway",
+        integer(0, MAX_LEEWAY),
+        f"Clock skew in seconds for exp, nbf and iat, 0 to {MAX_LEEWAY} (default {DEFAULT_LEEWAY}).",
+    ),
+    Setting(
+        "max_token_bytes",
+        "MAX_TOKEN_BYTES",
+        "--max-token-bytes",
+        integer(MIN_MAX_TOKEN_BYTES, MAX_MAX_TOKEN_BYTES),
+        f"Longer tokens are refused before parsing, {MIN_MAX_TOKEN_BYTES} to {MAX_MAX_TOKEN_BYTES} "
+        f"(default {DEFAULT_MAX_TOKEN_BYTES}).",
+    ),
+    Setting(
+        "dcr_proxy_url",
+        "DCR_PROXY_URL",
+        "--dcr-proxy-url",
+        url,
+        "Registration endpoint advertised in the mirrored authorization server metadata instead of the IdP's.",
+    ),
+)
+"""The auth layer's own settings; it also reads PUBLIC_URL and MCP_PATH (gateway.settings)."""
+
+_FIELDS = frozenset(s.name for s in AUTH_SETTINGS) | {PUBLIC_URL.name, MCP_PATH.name}
+
+
+def build_auth_config(values: Mapping[str, Any]) -> AuthConfig | None:
+    """The auth settings from parsed values (field name -> value), or None when no issuer is set (insecure mode)."""
+    if not values.get("issuer"):
         return None
-    _url(env, "OIDC_ISSUER", required=True)
-
-    audiences = tuple(a.strip() for a in env.get("OIDC_AUDIENCE", "").split(",") if a.strip())
-    if not audiences:
-        raise ConfigError("OIDC_AUDIENCE is required when OIDC_ISSUER is set (comma-separated list allowed)")
-
-    raw_algs = env.get("OIDC_ALGORITHMS", "").replace(",", " ").split()
-    algorithms = frozenset(raw_algs or DEFAULT_ALGORITHMS)
-    bad = sorted(a for a in algorithms if a not in SUPPORTED_ALGORITHMS)
-    if bad:
+    if not values.get("audiences"):
         raise ConfigError(
-            f"OIDC_ALGORITHMS: {', '.join(bad)} not allowed; choose from {' '.join(sorted(SUPPORTED_ALGORITHMS))}"
+            "OIDC_AUDIENCE (--oidc-audience): required when OIDC_ISSUER is set (comma-separated list allowed)"
         )
+    return AuthConfig(**{name: value for name, value in values.items() if name in _FIELDS})
 
-    scope_raw = env.get("OIDC_SCOPE")
-    required_scopes = _scopes("OIDC_SCOPE", DEFAULT_SCOPE if scope_raw is None else scope_raw)
 
-    public_url = _url(env, "PUBLIC_URL")
-    mcp_path = env.get("MCP_PATH", "").strip() or "/mcp"
-    if not mcp_path.startswith("/") or any(c.isspace() or c in "?#" for c in mcp_path):
-        raise ConfigError(f"MCP_PATH must be a URL path starting with '/', got {mcp_path!r}")
-    return AuthConfig(
-        issuer=issuer,
-        audiences=audiences,
-        jwks_uri=_url(env, "OIDC_JWKS_URI"),
-        dcr_proxy_url=_url(env, "DCR_PROXY_URL"),
-        required_scopes=required_scopes,
-        public_url=public_url.rstrip("/") if public_url else None,
-        mcp_path=mcp_path.rstrip("/") or "/",
-        leeway=_int(env, "OIDC_LEEWAY", DEFAULT_LEEWAY, 0, MAX_LEEWAY),
-        tool_scopes=parse_tool_scopes(env.get("TOOL_SCOPES", "")),
-        algorithms=algorithms,
-        max_token_bytes=_int(env, "MAX_TOKEN_BYTES", DEFAULT_MAX_TOKEN_BYTES, MIN_MAX_TOKEN_BYTES, MAX_MAX_TOKEN_BYTES),
-    )
+def load_auth_config(env: Mapping[str, str]) -> AuthConfig | None:
+    """The auth settings from environment variables alone, parsed as the gateway parses them."""
+    return build_auth_config(read_settings((*AUTH_SETTINGS, PUBLIC_URL, MCP_PATH), None, env))
