@@ -12,9 +12,11 @@ import asyncio
 import builtins
 import copy
 import json
+import logging
 import socket
 import threading
 import traceback
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +30,11 @@ from .selectors import parse_field_selector, parse_label_selector
 from .store import Obj, Resource, Store, WriteResult
 
 DEFAULT_TOKEN = "kubeapi-test-token"
+TEST_GIT_VERSION = "v1.34.0-kubeapi-test"
+# Lines kept per container log: a long-running sandbox must not grow without bound.
+MAX_LOG_LINES = 5000
+_WRITE_METHODS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+logger = logging.getLogger("devkube.api")
 DEFAULT_USER = "system:serviceaccount:default:cnpg-mcp"
 PATCH_TYPES = (
     "application/json-patch+json",
@@ -85,9 +92,27 @@ class _LogLine:
 class KubeApiServer:
     """A faithful-enough kube-apiserver for core v1 basics and the CloudNativePG custom resources."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, user: str = DEFAULT_USER, crd_directory: str | None = None) -> None:
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        user: str = DEFAULT_USER,
+        crd_directory: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        git_version: str = TEST_GIT_VERSION,
+        record_requests: bool = True,
+    ) -> None:
         self.token = token
         self.user = user
+        self.host = host
+        self.port = port
+        self.git_version = git_version
+        # Tests read every request back; a long-running sandbox turns this off so memory stays flat.
+        self.record_requests = record_requests
+        # Coroutines run on the server's event loop for its lifetime (the sandbox operator), cancelled at stop.
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.store = Store(crd_directory)
         self._forbidden: list[tuple[str, str, str, str | None]] = []
         self._requests: list[SeenRequest] = []
@@ -107,13 +132,18 @@ class KubeApiServer:
     # ------------------------------------------------------------ lifetime
 
     def start(self) -> None:
+        """Bind HOST:PORT (OSError when taken) and serve from a background thread until stop()."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
         sock.listen(128)
         sock.setblocking(False)
         self._sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.url = f"http://{self.host}:{sock.getsockname()[1]}"
         self._thread = threading.Thread(target=self._serve, name="kubeapi", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout=30):
@@ -137,12 +167,24 @@ class KubeApiServer:
             self._ready.set()
             loop.close()
             return
+        self._tasks = [loop.create_task(job()) for job in self._background]
         self._ready.set()
         try:
             loop.run_forever()
         finally:
+            for task in self._tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
             loop.run_until_complete(runner.cleanup())
             loop.close()
+
+    def add_background(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `job()` as a task on the server's loop from start() to stop(); call before start()."""
+        self._background.append(job)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
@@ -232,6 +274,20 @@ class KubeApiServer:
         with self.store.lock:
             self._logs[(namespace, pod, container, previous)] = entries
 
+    def append_pod_log(self, namespace: str, pod: str, lines: builtins.list[str], container: str | None = None) -> None:
+        """Add lines, stamped now, to a container's current log; the oldest go past MAX_LOG_LINES."""
+        stamp = datetime.now(UTC)
+        with self.store.lock:
+            entries = self._logs.setdefault((namespace, pod, container, False), [])
+            entries.extend(_LogLine(stamp, line) for line in lines)
+            del entries[:-MAX_LOG_LINES]
+
+    def clear_pod_logs(self, namespace: str, pod: str) -> None:
+        """Forget every log of a pod (it was deleted; a new pod of the same name starts empty)."""
+        with self.store.lock:
+            for key in [k for k in self._logs if k[0] == namespace and k[1] == pod]:
+                del self._logs[key]
+
     def fail(
         self,
         code: int = 503,
@@ -287,31 +343,55 @@ class KubeApiServer:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         body = await request.read() if request.can_read_body else b""
         with self.store.lock:
-            self._requests.append(SeenRequest(request.method, request.path, query, content_type))
+            if self.record_requests:
+                self._requests.append(SeenRequest(request.method, request.path, query, content_type))
             fault = self._take_fault(request.method, request.path)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)  # the loop stays free: other requests are served meanwhile
         if fault is not None and fault.code:
             failure = E.ApiError(fault.code, fault.reason, fault.message)
-            response = _json_response(failure.status(), fault.code)
+            injected = _json_response(failure.status(), fault.code)
             if fault.code == 429:
-                response.headers["Retry-After"] = "1"
-            return response
+                injected.headers["Retry-After"] = "1"
+            return injected
         with self.store.lock:
             # managedFields name the writer: fieldManager, else the User-Agent up to its first "/", as the API does.
             agent = request.headers.get("User-Agent", "")
             self.store.manager = query.get("fieldManager") or agent.split("/")[0] or "unknown"
             self.store.operation = "Apply" if content_type == "application/apply-patch+yaml" else "Update"
             self.store.decode_problems = []
+            response: web.StreamResponse
             try:
                 self._authenticate(request)
-                return self._dispatch(request.method, request.path, query, content_type, body)
+                response = self._dispatch(request.method, request.path, query, content_type, body)
             except E.ApiError as exc:
-                return _json_response(exc.status(), exc.code)
+                response = _json_response(exc.status(), exc.code)
             except Exception as exc:  # a bug in this test server: answer like the API would, and remember it
                 self.internal_errors.append(f"{request.method} {request.path}: {traceback.format_exc()}")
                 failure = E.ApiError(500, "InternalError", f"Internal error occurred: {exc!r}")
-                return _json_response(failure.status(), 500)
+                response = _json_response(failure.status(), 500)
+            if request.method in _WRITE_METHODS and logger.isEnabledFor(logging.INFO):
+                logger.info("%s", self._describe_write(request.method, request.path, query, response))
+            return response
+
+    def _describe_write(self, method: str, path: str, query: dict[str, str], response: web.StreamResponse) -> str:
+        """One log line for a write: verb, kind, namespace/name, status code (and dry run)."""
+        kind, where = path, ""
+        try:
+            target = self._route([p for p in path.split("/") if p])
+        except E.ApiError:
+            target = None
+        if target is not None:
+            kind = target.res.kind + (f"/{target.subresource}" if target.subresource else "")
+            name = target.name
+            if not name and isinstance(response, web.Response) and response.body:
+                try:
+                    name = json.loads(bytes(response.body)).get("metadata", {}).get("name", "")  # type: ignore[arg-type]
+                except (ValueError, TypeError, AttributeError):
+                    name = ""
+            where = f"{target.namespace}/{name}" if target.namespace else name
+        dry = " (dry run)" if query.get("dryRun") == "All" else ""
+        return f"{_WRITE_METHODS[method]} {kind} {where} -> {response.status}{dry}"
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
@@ -597,7 +677,7 @@ class KubeApiServer:
 
     def _discovery(self, parts: builtins.list[str]) -> Obj | None:
         if parts == ["version"]:
-            return {"major": "1", "minor": "34", "gitVersion": "v1.34.0-kubeapi-test", "platform": "linux/amd64"}
+            return {"major": "1", "minor": "34", "gitVersion": self.git_version, "platform": "linux/amd64"}
         if parts == ["api"]:
             return {
                 "kind": "APIVersions",

@@ -6,6 +6,7 @@ anything but metadata (and status, for kinds with the status subresource) change
 Deletes honour finalizers (deletionTimestamp instead of removal) and propagationPolicy: Background and
 Foreground delete dependents whose ownerReferences name the owner's uid (when no other owner is alive), Orphan
 removes those references. The garbage collector runs synchronously, so a test sees the end state at once.
+Listeners are called after every stored change (the sandbox operator wakes on them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -160,6 +162,17 @@ class Store:
         self.operation = "Update"
         # Duplicate-field findings of the request body (from the JSON decoder), reported by fieldValidation.
         self.decode_problems: builtins.list[str] = []
+        # Called (under the lock, in the writer's thread) after every stored change, seeding included: the
+        # sandbox operator wakes on it instead of polling.
+        self.listeners: builtins.list[Callable[[], None]] = []
+
+    def _wrote(self) -> None:
+        self.writes += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     # ------------------------------------------------------------ lookup
 
@@ -230,6 +243,7 @@ class Store:
             meta.setdefault("generation", 1)
         meta["resourceVersion"] = self._next_rv()
         self._bucket(res)[(meta.get("namespace", ""), meta["name"])] = obj
+        self._changed()
         return copy.deepcopy(obj)
 
     # ------------------------------------------------------------ admission: decode, prune, default, validate
@@ -360,7 +374,7 @@ class Store:
         if not dry_run:
             meta["resourceVersion"] = self._next_rv()
             self._bucket(res)[(namespace or "", meta["name"])] = copy.deepcopy(obj)
-            self.writes += 1
+            self._wrote()
         return WriteResult(201, self.present(res, obj), warnings)
 
     def update(
@@ -465,7 +479,7 @@ class Store:
             return WriteResult(200, self.present(res, obj), warnings)
         meta["resourceVersion"] = self._next_rv()
         self._bucket(res)[(namespace or "", name)] = copy.deepcopy(obj)
-        self.writes += 1
+        self._wrote()
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._remove(res, namespace or "", name, "Background")
         return WriteResult(200, self.present(res, obj), warnings)
@@ -609,7 +623,7 @@ class Store:
         namespace["metadata"].setdefault("deletionTimestamp", now_rfc3339())
         namespace.setdefault("status", {})["phase"] = "Terminating"
         namespace["metadata"]["resourceVersion"] = self._next_rv()
-        self.writes += 1
+        self._wrote()
         response = copy.deepcopy(namespace)
         for key, bucket in list(self.objects.items()):
             dep_res = self.resources.get(key)
@@ -654,13 +668,13 @@ class Store:
         if policy == "Foreground" and "foregroundDeletion" not in meta.setdefault("finalizers", []):
             meta["finalizers"].append("foregroundDeletion")
         meta["resourceVersion"] = self._next_rv()
-        self.writes += 1
+        self._wrote()
 
     def _remove(self, res: Resource, namespace: str, name: str, policy: str) -> None:
         obj = self._bucket(res).pop((namespace, name), None)
         if obj is None:
             return
-        self.writes += 1
+        self._wrote()
         self._collect(res, obj, policy)
         if namespace and self.namespace_terminating(namespace) and self._namespace_empty(namespace):
             self._remove(self.resources[("", "namespaces")], "", namespace, "Background")
@@ -685,7 +699,7 @@ class Store:
                     if not dep["metadata"]["ownerReferences"]:
                         del dep["metadata"]["ownerReferences"]
                     dep["metadata"]["resourceVersion"] = self._next_rv()
-                    self.writes += 1
+                    self._wrote()
                 elif not any(r.get("uid") in alive for r in refs if r.get("uid") != uid):
                     if dep["metadata"].get("finalizers") or policy == "Foreground":
                         self._mark_deleting(dep_res, dep, "Background")
