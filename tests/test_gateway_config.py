@@ -139,6 +139,7 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "METRICS_PORT": ("0", "65536"),
     "SERVICE_NAME": ("svc", " "),
     "SHUTDOWN_GRACE": ("0", "nan"),
+    "REQUEST_TIMEOUT": ("30", "-1"),
     "MAX_BODY_BYTES": ("1024", "1e6"),
     "MAX_MESSAGE_BYTES": ("2048", "1000"),
     "LOG_LEVEL": ("debug", "loud"),
