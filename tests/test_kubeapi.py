@@ -337,6 +337,19 @@ def test_cel_rule_mutually_exclusive_fields(clusters: Crs) -> None:
     )
 
 
+def test_cel_evaluation_error_is_a_field_error_not_a_server_error(clusters: Crs) -> None:
+    # builtinLocale without localeProvider: the rule reads a missing key, an error in CEL as in kube-apiserver.
+    body = cluster(bootstrap={"initdb": {"builtinLocale": "C"}})
+    with pytest.raises(client.ApiException) as err:
+        clusters.create(body)
+    assert err.value.status == 422
+    assert failure(err)["message"] == (
+        'Cluster.postgresql.cnpg.io "pg1" is invalid: spec.bootstrap.initdb: Invalid value: "object": '
+        "no such key: localeProvider evaluating rule: builtinLocale is only available when localeProvider is set to "
+        "`builtin`"
+    )
+
+
 def test_cel_transition_rule_makes_field_immutable(clusters: Crs) -> None:
     clusters.create(cluster(serviceAccountName="one"))
     with pytest.raises(client.ApiException) as err:
