@@ -1,14 +1,18 @@
-// Development OpenID Provider for cnpg-mcp: tests, `docker compose` and local runs. Never for production.
+// Development OpenID Provider for cnpg-mcp: tests and `scripts/run`. Never for production.
 //
 // Built on oidc-provider 9.x. Issues JWT access tokens (RFC 9068) for resource indicators (RFC 8707), supports
 // client_credentials, open dynamic client registration and authorization_code + PKCE with a headless dev
 // interaction that logs in a fixed user and grants what was asked, so OAuth clients can run without a browser.
 //
 // Usage: node devidp/idp.mjs --port 9400 [--host 127.0.0.1] [--issuer URL] [--resource URL|PREFIX*]...
-//          [--client ID:SECRET]... [--keys-file PATH] [--rotate] [--alg RS256|ES256] [--ttl SECONDS]
+//          [--clients-file PATH] [--keys-file PATH] [--rotate] [--alg RS256|ES256] [--ttl SECONDS]
 // Environment fallbacks: DEVIDP_PORT, DEVIDP_HOST, DEVIDP_ISSUER, DEVIDP_RESOURCES (space-separated),
-// DEVIDP_CLIENTS (space-separated ID:SECRET), DEVIDP_KEYS_FILE, DEVIDP_ALG.
-// Prints one JSON line {"issuer", "jwks_uri", "port", "kids"} on stdout once it listens.
+// DEVIDP_CLIENTS_FILE, DEVIDP_KEYS_FILE, DEVIDP_ALG.
+// The clients file holds one pre-registered client_credentials client per line, `ID:SECRET` (blank lines and
+// lines starting with # are skipped). Secrets come only from that file: a secret in argv would be visible to every
+// user of the machine in `ps`.
+// Prints one JSON line {"issuer", "jwks_uri", "port", "kids"} on stdout once it listens; a port already in use
+// is one line on stderr and exit status 2.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -44,7 +48,7 @@ function parseArgs(argv) {
     host: env.DEVIDP_HOST || '127.0.0.1',
     issuer: env.DEVIDP_ISSUER || '',
     resources: (env.DEVIDP_RESOURCES || '').split(/\s+/).filter(Boolean),
-    clients: (env.DEVIDP_CLIENTS || '').split(/\s+/).filter(Boolean),
+    clientsFile: env.DEVIDP_CLIENTS_FILE || '',
     keysFile: env.DEVIDP_KEYS_FILE || '',
     rotate: false,
     alg: env.DEVIDP_ALG || 'RS256',
@@ -62,7 +66,8 @@ function parseArgs(argv) {
       case '--host': opts.host = next(); break;
       case '--issuer': opts.issuer = next(); break;
       case '--resource': case '--audience': opts.resources.push(next()); break;
-      case '--client': opts.clients.push(next()); break;
+      case '--clients-file': opts.clientsFile = next(); break;
+      case '--client': throw new Error('--client is not accepted (a secret in argv is visible in ps): use --clients-file');
       case '--keys-file': opts.keysFile = next(); break;
       case '--rotate': opts.rotate = true; break;
       case '--alg': opts.alg = next(); break;
@@ -75,7 +80,18 @@ function parseArgs(argv) {
   if (!Number.isInteger(opts.ttl) || opts.ttl <= 0) throw new Error('--ttl must be a positive integer');
   if (!opts.issuer) opts.issuer = `http://${opts.host}:${opts.port}`;
   if (opts.resources.length === 0) opts.resources.push('http://127.0.0.1:*');
+  opts.clients = opts.clientsFile ? readClients(opts.clientsFile) : [];
   return opts;
+}
+
+function readClients(file) {
+  let text;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read the clients file ${file}: ${err.code || err.message}`);
+  }
+  return text.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
 }
 
 function generateKey(alg) {
@@ -116,7 +132,7 @@ async function main() {
   const keys = loadKeys(opts);
   const clients = opts.clients.map((spec) => {
     const idx = spec.indexOf(':');
-    if (idx <= 0) throw new Error('--client must be ID:SECRET');
+    if (idx <= 0 || idx === spec.length - 1) throw new Error('each line of the clients file must be ID:SECRET');
     return {
       client_id: spec.slice(0, idx),
       client_secret: spec.slice(idx + 1),
@@ -228,6 +244,15 @@ async function main() {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 
+  server.on('error', (err) => {
+    if (err.code === 'EADDRINUSE') {
+      process.stderr.write(`devidp: port ${opts.port} on ${opts.host} is already in use; choose another `
+        + '(scripts/run: IDP_PORT=9401 scripts/run)\n');
+      process.exit(2);
+    }
+    process.stderr.write(`devidp: cannot listen on ${opts.host}:${opts.port}: ${err.code || err.message}\n`);
+    process.exit(1);
+  });
   server.listen(opts.port, opts.host, () => {
     const { port } = server.address();
     process.stdout.write(`${JSON.stringify({
