@@ -6,7 +6,7 @@ declare (reporting them for fieldValidation), (2) drops nulls of non-nullable fi
 validates against the `openAPIV3Schema` (type, required, enum, minimum/maximum, exclusive bounds,
 minLength/maxLength, pattern, minItems/maxItems, min/maxProperties, format date-time/byte, x-kubernetes-int-or-
 string, anyOf/allOf/oneOf/not, x-kubernetes-list-type set/map uniqueness) and (4) evaluates `x-kubernetes-
-validations` with the CEL subset in cel.py; transition rules (using `oldSelf`) run only on updates where the old
+validations` with cel.py (cel-expr-python); transition rules (using `oldSelf`) run only on updates where the old
 value exists at the same path, correlated through object properties, map values and list-type=map keys, as the real
 server does. Not modelled: validation ratcheting (1.30+ tolerates unchanged invalid fields on update),
 `messageExpression`, CEL cost limits, `reason`/`fieldPath` on rules (none in these CRDs), CNPG's admission webhooks.
