@@ -8,7 +8,7 @@ import anyio
 
 from server.app import create_server
 from server.config import ConfigError, load_config
-from server.kube import connect
+from server.kube import ClusterUnavailable, Kube, connect
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,10 +17,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(sys.argv[1:] if argv is None else argv)
-        kube = connect(config)
     except ConfigError as exc:
         print(f"cnpg-mcp-server: configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        kube = connect(config)
+    except ClusterUnavailable as exc:
+        # Start anyway: a client (often behind the gateway, which sees only a process exit) then gets the cause
+        # and the fix in the instructions and in every tool result instead of a closed connection.
+        print(f"cnpg-mcp-server: warning: {exc.describe()}", file=sys.stderr)
+        kube = Kube.without_cluster(exc)
     try:
         server = create_server(config, kube)
         anyio.run(server.run_stdio_async)

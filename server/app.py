@@ -16,10 +16,20 @@ Operate CloudNativePG (CNPG) PostgreSQL clusters like a careful DBA.
 """
 
 
+def instructions(kube: Kube) -> str:
+    """The server's instructions; the first line says when no cluster is configured."""
+    if kube.unavailable is not None:
+        cause = kube.unavailable.describe().replace("\n", " ")
+        return f"NO CLUSTER CONFIGURED: {cause}\n{INSTRUCTIONS}"
+    return INSTRUCTIONS
+
+
 def create_server(config: ServerConfig, kube: Kube) -> CnpgServer:
     """Build the MCP server with every tool, resource and prompt registered for this configuration."""
-    server = CnpgServer(name="cnpg-mcp-server", instructions=INSTRUCTIONS, version="0.1.0")
+    server = CnpgServer(name="cnpg-mcp-server", instructions=instructions(kube), version="0.1.0")
     server.max_output_chars = config.max_output_chars
+    if kube.unavailable is not None:
+        server.no_cluster = kube.unavailable.describe()
     deps = Deps(config, kube)
     registry = Registry(server, deps)
     for module in (clusters, instances, backups, poolers, databases, roles, events):

@@ -15,7 +15,8 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 # Each entry: (environment variable, flag, help). `--help` prints this table so it documents every variable.
 VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KUBECONFIG", "--kubeconfig", "Path of the kubeconfig file (colon-separated list allowed). Without it the "
-     "in-cluster service account is used when running in a pod, else ~/.kube/config."),
+     "in-cluster service account is used when running in a pod, else ~/.kube/config. When none can be used the "
+     "server still starts, warns on stderr and answers every tool call with the cause."),
     ("CNPG_KUBE_CONTEXT", "--context", "Kubeconfig context to use (default: the current context)."),
     ("CNPG_NAMESPACES", "--namespaces", "Comma-separated allow-list of namespaces the tools may touch. Default: the "
      "current namespace (in-cluster namespace file or the kubeconfig context). '*' = every namespace RBAC allows."),

@@ -18,10 +18,13 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
 
-from server.config import ConfigError, ServerConfig
+from server.config import ServerConfig
 
 CNPG_GROUP = "postgresql.cnpg.io"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# The context, cluster and user name of the kubeconfig that the sandbox Kubernetes API (devkube, started by
+# `scripts/run`) writes. Against it the server says that nothing is deployed.
+SANDBOX_CONTEXT = "cnpg-mcp-sandbox"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class KubeError(Exception):
         """A readable, single-paragraph explanation for the assistant (no traceback, no request body)."""
         call = self.call
         where = f" in namespace '{call.namespace}'" if call.namespace else ""
+        if self.reason == "NoCluster":
+            return self.message
         if self.status == 0:
             return f"Kubernetes API unreachable while trying to {call.verb} {call.resource}{where}: {self.message}"
         text = f"Kubernetes API error: HTTP {self.status} {self.reason}: {self.message}"
@@ -113,6 +118,34 @@ class KubeError(Exception):
         elif self.status == 422:
             text += "\nThe API rejected the object as invalid; nothing was changed."
         return text
+
+
+UnavailableReason = Literal["no_kubeconfig", "broken_kubeconfig", "unknown_context", "in_cluster_failed"]
+
+_GENERAL_FIX = (
+    "set KUBECONFIG (or --kubeconfig) to a working kubeconfig file, create ~/.kube/config, run the server in a "
+    "Kubernetes pod with a service account, or use the project's sandbox (a simulated cluster) with "
+    "`scripts/run --sandbox`; then restart the server"
+)
+_SPECIFIC_FIX: dict[str, str] = {
+    "broken_kubeconfig": "repair that kubeconfig, or ",
+    "unknown_context": "set CNPG_KUBE_CONTEXT (or --context) to one of its contexts, or ",
+    "in_cluster_failed": "check the pod's service account token mount, or ",
+}
+
+
+class ClusterUnavailable(Exception):
+    """No Kubernetes connection could be set up. `reason` is one of a closed set; `cause` says what is wrong."""
+
+    def __init__(self, reason: UnavailableReason, cause: str) -> None:
+        super().__init__(cause)
+        self.reason = reason
+        self.cause = cause
+
+    def describe(self) -> str:
+        """What is missing and how to fix it, in plain words (the start-up warning and every tool error)."""
+        fix = _SPECIFIC_FIX.get(self.reason, "") + _GENERAL_FIX
+        return f"No Kubernetes cluster is configured, so every tool call fails: {self.cause}.\nTo fix it: {fix}."
 
 
 def _error_from_response(status: int, http_reason: str, body: bytes, call: ApiCall) -> KubeError:
@@ -144,15 +177,28 @@ _PATCH_CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "applic
 class Kube:
     """The server's Kubernetes client. Methods are async; each request runs in a worker thread."""
 
-    api_client: k8s_client.ApiClient
+    api_client: k8s_client.ApiClient | None  # None without a cluster: every call fails with `unavailable`
     default_namespace: str
     timeout: float = 30.0
+    context: str | None = None  # the kubeconfig context in use; None in a pod or without a cluster
+    unavailable: ClusterUnavailable | None = None
     _closed: bool = field(default=False, init=False)
+
+    @classmethod
+    def without_cluster(cls, cause: ClusterUnavailable, default_namespace: str = "default") -> "Kube":
+        """A client that answers every call with `cause`, so the server can still start and say what is wrong."""
+        return cls(api_client=None, default_namespace=default_namespace, unavailable=cause)
+
+    @property
+    def sandbox(self) -> bool:
+        """True when the context in use is the one the sandbox Kubernetes API writes: nothing is deployed."""
+        return self.context == SANDBOX_CONTEXT
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.api_client.close()  # type: ignore[no-untyped-call]
+            if self.api_client is not None:
+                self.api_client.close()  # type: ignore[no-untyped-call]
 
     # -- generic request ---------------------------------------------------------------------------------------
     def _request_sync(
@@ -165,6 +211,9 @@ class Kube:
         content_type: str = "application/json",
         accept: str = "application/json",
     ) -> bytes:
+        if self.api_client is None:
+            cause = self.unavailable.describe() if self.unavailable else "No Kubernetes cluster is configured."
+            raise KubeError(0, "NoCluster", cause, call)
         headers = {"Accept": accept}
         if body is not None:
             # Every content type used here is JSON-based; the REST layer serialises the object itself.
@@ -304,43 +353,79 @@ class Kube:
         return data.decode("utf-8", "replace")
 
 
-def _kubeconfig_namespace(kubeconfig: str | None, context: str | None) -> str:
+def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
+    """The files the kubernetes client reads: a colon-separated KUBECONFIG list, or ~/.kube/config."""
+    raw = kubeconfig or "~/.kube/config"
+    return [os.path.expanduser(part) for part in raw.split(os.pathsep) if part]
+
+
+def _short(exc: Exception) -> str:
+    # YAML errors span several lines with positions; the first two say what and where.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) or type(exc).__name__
+
+
+def _load_kubeconfig(config: ServerConfig, configuration: k8s_client.Configuration) -> tuple[str, str]:
+    """Load the kubeconfig into `configuration`; returns (context name, its namespace) or raises ClusterUnavailable."""
+    paths = _kubeconfig_paths(config.kubeconfig)
+    where = " and ".join(paths)
+    if not any(os.path.isfile(path) for path in paths):
+        if config.kubeconfig:
+            cause = f"the kubeconfig {where} (from KUBECONFIG / --kubeconfig) does not exist"
+        else:
+            cause = f"there is no kubeconfig at {where} (KUBECONFIG is not set) and the server is not running in a pod"
+        raise ClusterUnavailable("no_kubeconfig", cause)
+    config_file = os.pathsep.join(paths)
+    # The kubernetes loader raises many types on a malformed file (ConfigException, YAMLError, TypeError,
+    # KeyError ...); each of them means the same thing here: this kubeconfig cannot be used.
     try:
-        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError):
-        return "default"
-    chosen = current
-    if context:
-        chosen = next((c for c in contexts if c.get("name") == context), current)
-    namespace = ((chosen or {}).get("context") or {}).get("namespace")
-    return str(namespace) if namespace else "default"
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=config_file)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise ClusterUnavailable("broken_kubeconfig", f"the kubeconfig {where} cannot be read: {_short(exc)}") from None
+    names = [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
+    wanted = config.context or str((current or {}).get("name") or "")
+    if wanted not in names:
+        listed = ", ".join(names) or "none"
+        source = "CNPG_KUBE_CONTEXT / --context" if config.context else "its current-context"
+        raise ClusterUnavailable(
+            "unknown_context", f"context {wanted!r} ({source}) is not in the kubeconfig {where} (contexts: {listed})"
+        )
+    try:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=config_file, context=wanted, client_configuration=configuration, persist_config=False
+        )
+    except Exception as exc:
+        raise ClusterUnavailable(
+            "broken_kubeconfig", f"context {wanted!r} of the kubeconfig {where} cannot be used: {_short(exc)}"
+        ) from None
+    chosen = next(c for c in contexts if isinstance(c, dict) and c.get("name") == wanted)
+    namespace = (chosen.get("context") or {}).get("namespace")
+    return wanted, str(namespace) if namespace else "default"
 
 
 def connect(config: ServerConfig) -> Kube:
-    """Load credentials (kubeconfig or in-cluster service account) and return a client; ConfigError if neither."""
+    """Load credentials (kubeconfig or in-cluster service account) and return a client.
+
+    Raises ClusterUnavailable, saying what is missing and how to fix it, when neither can be used.
+    """
     configuration = k8s_client.Configuration()
-    kubeconfig = config.kubeconfig
-    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    context: str | None = None
+    in_cluster = config.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if in_cluster:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except ConfigException as exc:
-            raise ConfigError(f"in-cluster configuration failed: {exc}") from None
+            raise ClusterUnavailable(
+                "in_cluster_failed", f"running in a pod, but its service account cannot be loaded: {exc}"
+            ) from None
         try:
             namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip() or "default"
         except OSError:
             namespace = "default"
     else:
-        path = kubeconfig or os.path.expanduser("~/.kube/config")
-        try:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=path, context=config.context, client_configuration=configuration, persist_config=False
-            )
-        except (ConfigException, OSError) as exc:
-            raise ConfigError(f"KUBECONFIG / --kubeconfig / --context: cannot load {path!r}: {exc}") from None
-        namespace = _kubeconfig_namespace(path, config.context)
+        context, namespace = _load_kubeconfig(config, configuration)
     # The client library would otherwise retry failed connections three times with backoff; one try keeps
     # errors prompt, and writes must never be replayed behind the caller's back.
     configuration.retries = 0
     api_client = k8s_client.ApiClient(configuration)
-    return Kube(api_client=api_client, default_namespace=namespace, timeout=config.request_timeout)
+    return Kube(api_client=api_client, default_namespace=namespace, timeout=config.request_timeout, context=context)

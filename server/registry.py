@@ -94,7 +94,8 @@ def error_result(text: str, limit: int) -> CallToolResult:
 
 
 class CnpgServer(MCPServer[Any]):
-    """MCPServer that refuses write tools in read-only mode with a clear reason instead of 'unknown tool'."""
+    """MCPServer that refuses write tools in read-only mode with a clear reason instead of 'unknown tool', and
+    answers every tool call with the cause when no cluster is configured."""
 
     def __init__(self, *args: Any, refused_tools: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,10 +103,15 @@ class CnpgServer(MCPServer[Any]):
         self.max_output_chars = 20_000
         # Every registered tool with its safety class, including the ones read-only mode hides (docs and tests).
         self.tool_table: list[ToolInfo] = []
+        # Why there is no Kubernetes connection, when there is none (what is missing and how to fix it).
+        self.no_cluster: str | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        # Before argument checks: without a cluster no answer but the cause is useful.
+        if self.no_cluster is not None and any(tool.name == name for tool in self.tool_table):
+            return error_result(self.no_cluster, self.max_output_chars)
         if name in self.refused_tools:
             return error_result(self.refused_tools[name], self.max_output_chars)
         return await super().call_tool(name, arguments, context)
