@@ -212,6 +212,7 @@ class AuthorizationCodeAuth(OAuthClientProvider):
 
     async def _open(self, url: str) -> None:
         self.authorizations += 1
+        log.info("authorization %d: signing in", self.authorizations)
         await self.loopback.start()
         if self.settings.auto_authorize:
             await self._follow(url)
