@@ -194,7 +194,8 @@ def test_get_token_script_prints_only_a_token_the_gateway_accepts(
     token = done.stdout.strip()
     assert "\n" not in token and token.count(".") == 2 and not done.stderr
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
     answer = httpx2.post(gateway.mcp_url, json=init, timeout=15, headers={
         "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"})  # fmt: skip
     assert answer.status_code == 200, answer.text
