@@ -1,19 +1,14 @@
 """The product end to end: an MCP client with an OIDC token, the gateway, one cnpg-mcp-server per session, and the
 test Kubernetes API validating every object against the real CNPG CRDs.
 
-Also runs the README's main command (`scripts/run`) and uses it as an operator would.
+The README's main command (`scripts/run`) has its own tests in tests/test_run_script.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
 from tests.fixtures.gateway import free_port
-from tests.fixtures.idp import ISSUED_TOKENS, LOG_FILES, DevIdp
+from tests.fixtures.idp import DevIdp
 from tests.test_server_helpers import CNPG, operator_reconciles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,82 +142,3 @@ async def test_a_read_only_token_sees_read_tools_and_is_challenged_on_writes(
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ") and 'error="insufficient_scope"' in challenge and "cnpg:write" in challenge
     assert kube_api.writes() == writes
-
-
-# The README's main command -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def running_script(tmp_path: Path, kube_api: Any) -> Iterator[dict[str, Any]]:
-    port, idp_port, metrics_port = free_port(), free_port(), free_port()
-    state = tmp_path / "state"
-    env = dict(os.environ)
-    env.update({
-        "PORT": str(port), "IDP_PORT": str(idp_port), "METRICS_PORT": str(metrics_port),
-        "CNPG_MCP_STATE_DIR": str(state), "KUBECONFIG": str(kube_api.kubeconfig_path), "PYTHONUNBUFFERED": "1",
-    })
-    log_path = tmp_path / "run.log"
-    LOG_FILES.append(log_path)
-    with log_path.open("wb") as log:
-        # Its own process group, so the test can stop the script, the IdP and the gateway together.
-        process = subprocess.Popen([str(ROOT / "scripts" / "run")], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   cwd=ROOT, start_new_session=True)
-    info = {"process": process, "log": log_path, "state": state, "port": port, "idp_port": idp_port,
-            "metrics_port": metrics_port}
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise TimeoutError(log_path.read_text())
-        yield info
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-async def test_the_readme_run_command_serves_authenticated_mcp(running_script: dict[str, Any]) -> None:
-    port, idp_port = running_script["port"], running_script["idp_port"]
-    mcp_url = f"http://127.0.0.1:{port}/mcp"
-    secret = (running_script["state"] / "dev-client-secret").read_text().strip()
-    assert secret not in running_script["log"].read_text()
-
-    async with httpx2.AsyncClient(timeout=30.0) as http:
-        unauthenticated = await http.post(mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                                          headers={"Accept": "application/json, text/event-stream"})
-        assert unauthenticated.status_code == 401
-        response = await http.post(
-            f"http://127.0.0.1:{idp_port}/token",
-            auth=("cnpg-dev", secret),
-            data={"grant_type": "client_credentials", "scope": "openid cnpg:read", "resource": mcp_url},
-        )
-        assert response.status_code == 200, response.text
-        token = response.json()["access_token"]
-        ISSUED_TOKENS.add(token)
-
-    async with connect(mcp_url, token) as client:
-        names = {tool.name for tool in (await client.list_tools()).tools}
-        assert "list_clusters" in names and "create_cluster" not in names
-        listed = await call(client, "list_clusters")
-        assert not listed.is_error, text(listed)
-
-
-def test_run_script_metrics_port_serves_prometheus(running_script: dict[str, Any]) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    url = f"http://127.0.0.1:{running_script['metrics_port']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        families = {family.name for family in text_string_to_metric_families(response.read().decode())}
-    assert {"mcp_gateway_sessions_active", "mcp_gateway_auth_results"} <= families
-
