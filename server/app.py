@@ -3,7 +3,7 @@
 from server import prompts, resources
 from server.config import ServerConfig
 from server.kube import Kube
-from server.registry import CnpgServer, Deps, Registry
+from server.registry import SANDBOX_NOTE, CnpgServer, Deps, Registry
 from server.tools import backups, clusters, databases, events, instances, poolers, roles
 
 INSTRUCTIONS = """\
@@ -17,10 +17,12 @@ Operate CloudNativePG (CNPG) PostgreSQL clusters like a careful DBA.
 
 
 def instructions(kube: Kube) -> str:
-    """The server's instructions; the first line says when no cluster is configured."""
+    """The server's instructions; the first line says when no cluster is configured or this is the sandbox."""
     if kube.unavailable is not None:
         cause = kube.unavailable.describe().replace("\n", " ")
         return f"NO CLUSTER CONFIGURED: {cause}\n{INSTRUCTIONS}"
+    if kube.sandbox:
+        return f"{SANDBOX_NOTE}.\n{INSTRUCTIONS}"
     return INSTRUCTIONS
 
 

@@ -44,12 +44,21 @@ class ToolInfo:
     idempotent: bool
 
 
+# Said wherever a reader could take the sandbox for a real cluster: instructions, list_clusters, cluster status.
+SANDBOX_NOTE = (
+    "SANDBOX: simulated cluster in the cnpg-mcp sandbox, nothing is deployed; state lives in memory and is lost "
+    "when scripts/run stops"
+)
+
+
 class Deps:
     """What tools need: the configuration, the Kubernetes client, and the namespace policy."""
 
     def __init__(self, config: ServerConfig, kube: Kube) -> None:
         self.config = config
         self.kube = kube
+        # None against a real cluster, so no sandbox text can appear there.
+        self.sandbox_note: str | None = SANDBOX_NOTE if kube.sandbox else None
         self.default_namespace = (config.namespaces[0] if config.namespaces else None) or kube.default_namespace
         if config.all_namespaces:
             self.allowed: tuple[str, ...] | None = None

@@ -4,7 +4,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 
 from server.kube import KubeError
 from server.registry import CnpgServer, Deps, bound
-from server.tools.clusters import describe_cluster, get_cluster
+from server.tools.clusters import describe_cluster, get_cluster, with_sandbox_note
 from server.tools.common import InputError
 
 CLUSTER_STATUS_URI = "cnpg://clusters/{namespace}/{name}"
@@ -22,6 +22,7 @@ def register(server: CnpgServer, deps: Deps) -> None:
         try:
             ns = deps.namespace(namespace)
             text, _ = describe_cluster(await get_cluster(deps, ns, name))
+            text = with_sandbox_note(deps, text)
         except InputError as exc:
             raise ResourceError(str(exc)) from None
         except KubeError as exc:

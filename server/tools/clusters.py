@@ -162,6 +162,11 @@ def as_json(obj: dict[str, Any]) -> str:
     return json.dumps(strip_noise(obj), indent=2, sort_keys=False, default=str)
 
 
+def with_sandbox_note(deps: Deps, text: str) -> str:
+    """`text` with the sandbox note as its first line when the server runs against the sandbox."""
+    return f"{deps.sandbox_note}.\n{text}" if deps.sandbox_note else text
+
+
 async def get_cluster(deps: Deps, namespace: str, name: str) -> dict[str, Any]:
     return await deps.kube.get(CLUSTERS, namespace, name)
 
@@ -183,15 +188,18 @@ def register(r: Registry) -> None:
         rows: list[dict[str, Any]] = []
         for scope in deps.scopes(namespace, all_namespaces):
             rows.extend(cluster_row(c) for c in await kube.list(CLUSTERS, scope, label_selector=label_selector))
+        data: dict[str, Any] = {"clusters": rows}
+        if deps.sandbox_note:
+            data["sandbox"] = deps.sandbox_note
         if not rows:
             where = "any allowed namespace" if all_namespaces else f"namespace '{deps.namespace(namespace)}'"
-            return ToolOutput(f"No clusters in {where}.", {"clusters": []})
+            return ToolOutput(with_sandbox_note(deps, f"No clusters in {where}."), data)
         text = table(
             ["NAMESPACE", "NAME", "PHASE", "READY", "PRIMARY", "AGE"],
             [[c["namespace"], c["name"], c["phase"], f"{c['readyInstances']}/{c['instances']}", c["primary"], c["age"]]
              for c in rows],
         )
-        return ToolOutput(text, {"clusters": rows})
+        return ToolOutput(with_sandbox_note(deps, text), data)
 
     @r.tool(title="Get cluster status", write=False)
     async def get_cluster_status(name: ClusterName, namespace: Namespace = None) -> ToolOutput:
@@ -199,7 +207,9 @@ def register(r: Registry) -> None:
         backups, continuous archiving and certificate expiry."""
         ns = deps.namespace(namespace)
         text, data = describe_cluster(await get_cluster(deps, ns, name))
-        return ToolOutput(text, data)
+        if deps.sandbox_note:
+            data["sandbox"] = deps.sandbox_note
+        return ToolOutput(with_sandbox_note(deps, text), data)
 
     @r.tool(title="Create cluster", write=True, destructive=False, idempotent=False)
     async def create_cluster(
