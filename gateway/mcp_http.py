@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.config import GatewayConfig, is_loopback_host
+from gateway.logging import get_logger
 from gateway.security import Authenticator, AuthRejection, Principal
 from gateway.sessions import (
     GET_STREAM,
@@ -33,10 +34,16 @@ from gateway.sessions import (
 )
 from gateway.upstream import UpstreamError
 
+log = get_logger("http")
 SESSION_HEADER = "Mcp-Session-Id"
 MCP_METHOD = web.RequestKey("mcp_method", str)
 """What the request log and metrics call this request: a JSON-RPC method, "batch", "response", "GET", "DELETE"."""
 SESSION_TAG = web.RequestKey("session_tag", str)
+SESSION = web.RequestKey("session", Session)
+"""The session a request belongs to, once known: ended if the request fails in an unexpected way."""
+PREPARED = web.RequestKey("prepared", web.StreamResponse)
+"""A stream whose headers are sent: after an unexpected error it is ended rather than replaced."""
+ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 VERSION_HEADER = "MCP-Protocol-Version"
 DEFAULT_VERSION = "2025-03-26"
 """Assumed when a client sends no MCP-Protocol-Version header (the spec's backwards-compatibility rule)."""
@@ -212,6 +219,33 @@ class McpTransport:
     # --- entry point --------------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The MCP endpoint. Whatever goes wrong inside, the client gets an answer and no session is left half-used."""
+        try:
+            return await self._handle(request)
+        except web.HTTPException:
+            raise  # aiohttp's own answers
+        except ConnectionError:
+            # The client went away (its streams stay resumable); there is nobody to answer.
+            return web.Response(status=499)
+        except Exception:
+            return self._unexpected(request)
+
+    def _unexpected(self, request: web.Request) -> web.StreamResponse:
+        """A bug: log it with its stack (never the headers), end the request's session, answer a clean error."""
+        log.exception(
+            "unexpected_error",
+            method=request.method,
+            mcp_method=request.get(MCP_METHOD),
+            session=request.get(SESSION_TAG),
+        )
+        if SESSION in request:
+            message = "session ended by an internal error in the gateway"
+            self.manager.end_session(request[SESSION], "error", message=message)
+        if PREPARED in request:
+            return request[PREPARED]  # its headers are out: aiohttp ends it; the session's end ended its stream
+        return json_error(500, INTERNAL_ERROR, "Internal error in the gateway; the session, if any, has ended")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         rejection = self._check_origin(request)
         if rejection is not None:
             return rejection
@@ -234,7 +268,7 @@ class McpTransport:
         if method == "DELETE":
             request[MCP_METHOD] = "DELETE"
             return self._delete(request, principal)
-        return json_error(405, INVALID_REQUEST, "Method not allowed", headers={"Allow": "GET, POST, DELETE, OPTIONS"})
+        return json_error(405, INVALID_REQUEST, "Method not allowed", headers={"Allow": ALLOWED_METHODS})
 
     def _check_origin(self, request: web.Request) -> web.Response | None:
         """Refuse browsers from foreign origins and, on loopback, foreign Host names (DNS rebinding)."""
@@ -279,6 +313,7 @@ class McpTransport:
             # Another caller's session is reported exactly like an unknown one.
             return json_error(404, SESSION_NOT_FOUND, "Session not found", msg_id)
         request[SESSION_TAG] = session.tag
+        request[SESSION] = session
         session.last_activity = time.monotonic()
         return session
 
@@ -463,6 +498,10 @@ class McpTransport:
         except UpstreamError as exc:
             return json_error(502, INTERNAL_ERROR, f"Bad Gateway: {exc}", msg_id)
         request[SESSION_TAG] = session.tag
+        request[SESSION] = session
+        if session.closed:
+            # The upstream ended before it was sent anything, e.g. a server that cannot start.
+            return json_error(502, INTERNAL_ERROR, f"Bad Gateway: {session.close_message}", msg_id)
         q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
         stream = session.new_stream(json_mode=q_json > q_sse)
         session.register(msg_id, "initialize", msg.get("params"), stream, principal)
@@ -471,8 +510,9 @@ class McpTransport:
             if stream.json_mode:
                 return await self._json_reply(session, stream, batch=False, session_id=session.id)
             return await self._sse_reply(request, session, stream, initialize=True)
-        except asyncio.CancelledError:
-            # The client left before it had the initialize result: the session is of no use to anyone.
+        except BaseException:
+            # The client left (or something broke) before it had the initialize result: the session is of no
+            # use to anyone.
             self.manager.end_session(session, "error")
             raise
 
@@ -539,6 +579,7 @@ class McpTransport:
         except BaseException:
             stream.detach(token)
             raise
+        request[PREPARED] = response
         await self._pump(response, session, stream, token, close_after, first=priming)
         return response
 
@@ -626,6 +667,7 @@ class McpTransport:
             return json_error(503, SERVER_BUSY, "Service Unavailable: shutting down", headers={"Retry-After": "5"})
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         await response.prepare(request)
+        request[PREPARED] = response
         token = object()
         stream.attach(token, after)
         priming = b""

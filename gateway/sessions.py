@@ -39,9 +39,9 @@ RETIRED_BYTES_KEPT = 4 * 1024 * 1024
 OUTBOX_LIMIT = 4 * 1024 * 1024
 """Bytes queued for one slow SSE connection before the upstream is paused."""
 MAX_KNOWN_TOOLS = 1000
-UPSTREAM_EXITED = -32603
+INTERNAL_ERROR = -32603
+"""The code of every error the gateway answers for the upstream: it exited, timed out, or the session ended."""
 SESSION_CLOSING_ERRORS = {
-    "upstream_exit": "upstream exited",
     "oversized": "upstream message exceeds MAX_MESSAGE_BYTES",
     "shutdown": "gateway shutting down",
     "client_delete": "session deleted",
@@ -147,7 +147,7 @@ class Stream:
 class Pending:
     """A client request forwarded upstream and not yet answered."""
 
-    __slots__ = ("arg_names", "method", "principal", "progress_token", "started", "stream", "tool")
+    __slots__ = ("arg_names", "method", "principal", "progress_token", "started", "stream", "timer", "tool")
 
     def __init__(self, method: str, stream: Stream, principal: Principal | None) -> None:
         self.method = method
@@ -157,6 +157,8 @@ class Pending:
         self.progress_token: Any = None
         self.tool: str | None = None
         self.arg_names: list[str] = []
+        self.timer: asyncio.TimerHandle | None = None
+        """Fires at REQUEST_TIMEOUT if the upstream has not answered by then."""
 
 
 class Session:
@@ -181,6 +183,9 @@ class Session:
         self.last_activity = time.monotonic()
         self.closed = False
         self.close_reason: str | None = None
+        self.close_message = "session ended"
+        """What requests still in flight were told when the session ended."""
+        self._loop = asyncio.get_running_loop()
         upstream.log_context["session"] = self.tag
 
     # --- streams -------------------------------------------------------------------------------------------
@@ -258,6 +263,9 @@ class Session:
                     pending.arg_names = sorted(str(k) for k in arguments)
         self.pending[msg_id] = pending
         stream.open_requests += 1
+        timeout = self.manager.config.request_timeout
+        if timeout > 0:
+            pending.timer = self._loop.call_later(timeout, self._timed_out, msg_id, pending)
         return pending
 
     def cancel(self, msg_id: Any) -> None:
@@ -269,7 +277,33 @@ class Session:
         self._audit(pending, "cancelled")
         self._request_done(pending.stream)
 
+    def _timed_out(self, msg_id: Any, pending: Pending) -> None:
+        """REQUEST_TIMEOUT passed without an answer: tell the client, and tell the upstream to stop working on it."""
+        if self.pending.get(msg_id) is not pending:
+            return
+        del self.pending[msg_id]
+        self._forget(pending)
+        timeout = f"{self.manager.config.request_timeout:g}"
+        log.warning("upstream_request_timeout", session=self.tag, method=pending.method[:100], seconds=timeout)
+        self._audit(pending, "timeout")
+        reason = f"no answer within REQUEST_TIMEOUT ({timeout} s)"
+        cancelled = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": msg_id, "reason": reason},
+        }
+        self.upstream.send(json_bytes(cancelled))
+        text = f"Request timed out: the upstream server sent no answer within REQUEST_TIMEOUT ({timeout} s)"
+        self.deliver(pending.stream, json_bytes(error_message(msg_id, INTERNAL_ERROR, text)))
+        self._request_done(pending.stream)
+        if pending.method == "initialize":
+            # A session whose handshake never finished is of no use to anyone.
+            self.manager.close_later(self, "error")
+
     def _forget(self, pending: Pending) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
         if pending.progress_token is not None:
             self.progress.pop(pending.progress_token, None)
 
@@ -324,18 +358,26 @@ class Session:
         self.last_activity = time.monotonic()  # a long call must not leave the session looking idle at its end
         method = pending.method
         result: Any = None
-        if method in ("tools/list", "initialize"):
-            # The only answers whose result the gateway reads: these are decoded whatever their size.
-            message = envelope.full()
-            result = message.get("result") if message is not None else None
-        if method == "tools/list" and isinstance(result, dict):
-            self.manager.learn_tools(result.get("tools"))
-            auth = self.manager.authenticator
-            if auth is not None and pending.principal is not None and envelope.message is not None:
-                line = json_bytes(auth.filter_result(pending.principal, method, envelope.message))
-        elif method == "initialize" and isinstance(result, dict):
-            version = result.get("protocolVersion")
-            self.protocol_version = version if isinstance(version, str) else None
+        try:
+            if method in ("tools/list", "initialize"):
+                # The only answers whose result the gateway reads: these are decoded whatever their size.
+                message = envelope.full()
+                result = message.get("result") if message is not None else None
+            if method == "tools/list" and isinstance(result, dict):
+                self.manager.learn_tools(result.get("tools"))
+                auth = self.manager.authenticator
+                if auth is not None and pending.principal is not None and envelope.message is not None:
+                    line = json_bytes(auth.filter_result(pending.principal, method, envelope.message))
+            elif method == "initialize" and isinstance(result, dict):
+                version = result.get("protocolVersion")
+                self.protocol_version = version if isinstance(version, str) else None
+        except Exception:
+            # A bug here (or in the authenticator's filter) must not leave the client waiting, nor pass on an
+            # answer that was meant to be filtered.
+            log.exception("upstream_response_failed", session=self.tag, method=method[:100])
+            text = "Internal error: the gateway could not process the upstream server's answer"
+            line = json_bytes(error_message(msg_id, INTERNAL_ERROR, text))
+            result = None
         self.deliver(pending.stream, line)
         self._request_done(pending.stream)
         if method == "tools/call":
@@ -361,18 +403,31 @@ class Session:
         """The upstream ended (exit, crash, oversized line): fail what is in flight and end the session."""
         if self.closed:
             return
-        self.manager.end_session(self, "upstream_exit" if reason != "oversized" else "error", upstream_reason=reason)
+        if reason == "oversized":
+            self.manager.end_session(self, "error", upstream_reason=reason)
+        else:
+            message = self.upstream.exit_description()
+            self.manager.end_session(self, "upstream_exit", upstream_reason=reason, message=message)
 
     def fail_all(self, message: str) -> None:
+        """Answer every request in flight with an error carrying `message`, then end every stream."""
         pending, self.pending = self.pending, {}
         self.progress.clear()
-        for msg_id, item in pending.items():
-            self._audit(item, "failed")
-            self.deliver(item.stream, json_bytes(error_message(msg_id, UPSTREAM_EXITED, message)))
-            self._request_done(item.stream)
-        for stream in list(self.streams.values()):
-            stream.finish()
-        self.get_stream.finish()
+        try:
+            for msg_id, item in pending.items():
+                try:
+                    if item.timer is not None:
+                        item.timer.cancel()
+                    self._audit(item, "failed")
+                    self.deliver(item.stream, json_bytes(error_message(msg_id, INTERNAL_ERROR, message)))
+                    self._request_done(item.stream)
+                except Exception:
+                    log.exception("session_fail_request_failed", session=self.tag)
+        finally:
+            # Every client stream ends, whatever happened above: none may wait for an answer that cannot come.
+            for stream in list(self.streams.values()):
+                stream.finish()
+            self.get_stream.finish()
 
     @property
     def busy(self) -> bool:
@@ -463,7 +518,8 @@ class SessionManager:
         for task in (self._reaper, self._refill_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # A task that died of a bug must not keep the sessions below from being closed.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         for session in list(self.sessions.values()):
             self.end_session(session, "shutdown")
@@ -526,19 +582,32 @@ class SessionManager:
             self.config.upstream_command, max_message_bytes=self.config.max_message_bytes, label=str(self._labels)
         )
 
-    def end_session(self, session: Session, reason: str, upstream_reason: str | None = None) -> None:
-        """Remove the session now; fail its in-flight requests; close its upstream in the background."""
+    def end_session(
+        self, session: Session, reason: str, upstream_reason: str | None = None, message: str | None = None
+    ) -> None:
+        """Remove the session now; fail its in-flight requests; close its upstream in the background.
+
+        `message` is what requests in flight are told (by default, one per reason). The upstream is closed even
+        when failing the requests goes wrong.
+        """
         if session.closed:
             return
         session.closed = True
         session.close_reason = reason
         self.sessions.pop(session.id, None)
-        key = upstream_reason if upstream_reason in SESSION_CLOSING_ERRORS else reason
-        session.fail_all(SESSION_CLOSING_ERRORS.get(key, "session ended"))
-        metrics.SESSIONS_CLOSED.labels(reason).inc()
-        metrics.SESSIONS_ACTIVE.set(len(self.sessions))
-        log.info("session_closed", session=session.tag, reason=reason, upstream=upstream_reason)
-        self._spawn_task(session.upstream.close(reason))
+        if message is None:
+            key = upstream_reason if upstream_reason in SESSION_CLOSING_ERRORS else reason
+            message = SESSION_CLOSING_ERRORS.get(key, "session ended")
+        session.close_message = message
+        try:
+            session.fail_all(message)
+            metrics.SESSIONS_CLOSED.labels(reason).inc()
+            metrics.SESSIONS_ACTIVE.set(len(self.sessions))
+            log.info("session_closed", session=session.tag, reason=reason, upstream=upstream_reason)
+        except Exception:
+            log.exception("session_end_failed", session=session.tag, reason=reason)
+        finally:
+            self._spawn_task(session.upstream.close(reason))
 
     def close_later(self, session: Session, reason: str) -> None:
         asyncio.get_running_loop().call_soon(self.end_session, session, reason)
@@ -560,8 +629,11 @@ class SessionManager:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if not session.busy and now - session.last_activity > timeout:
-                    self.end_session(session, "idle_timeout")
+                try:
+                    if not session.busy and now - session.last_activity > timeout:
+                        self.end_session(session, "idle_timeout")
+                except Exception:  # one bad session must not stop the reaping of the others
+                    log.exception("session_reap_failed", session=session.tag)
 
     # --- warm pool ----------------------------------------------------------------------------------------
 
@@ -585,7 +657,7 @@ class SessionManager:
         while not self.draining and len(self._pool) < self.config.warm_pool_size:
             try:
                 upstream = await self._open_upstream()
-            except UpstreamError as exc:
+            except Exception as exc:  # UpstreamError, or a bug: either way retry later rather than stop refilling
                 failures += 1
                 log.warning("warm_pool_spawn_failed", error=str(exc))
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))

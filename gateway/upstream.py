@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,10 @@ EARLY_LINES_MAX = 100
 """Lines an upstream may send before its session is attached (a warm process should send none)."""
 EXIT_AFTER_EOF = 2.0
 TERM_GRACE = 3.0
+STDERR_TAIL_LINES = 20
+"""stderr lines kept (rate-limited ones too) and logged when an upstream exits by itself."""
+STDERR_DRAIN = 0.5
+"""Seconds to wait after an exit for the rest of its stderr (a grandchild may hold the pipe open)."""
 
 MessageHandler = Callable[[bytes], None]
 CloseHandler = Callable[[str], None]
@@ -48,6 +53,8 @@ class _StderrLog:
         self.window_start = time.monotonic()
         self.in_window = 0
         self.suppressed = 0
+        self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        """The last lines, for the log line at an exit: the cause of a crash is usually there."""
 
     def feed(self, data: bytes) -> None:
         pending = self.pending
@@ -68,6 +75,8 @@ class _StderrLog:
     def _line(self, raw: bytes) -> None:
         if not raw.strip():
             return
+        text = raw[:STDERR_LINE_MAX].decode("utf-8", "replace").rstrip("\r")
+        self.tail.append(text)
         now = time.monotonic()
         if now - self.window_start >= 1.0:
             self.flush()
@@ -78,7 +87,6 @@ class _StderrLog:
             self.suppressed += 1
             return
         self.in_window += 1
-        text = raw[:STDERR_LINE_MAX].decode("utf-8", "replace").rstrip("\r")
         log.info("upstream_stderr", line=text, truncated=len(raw) > STDERR_LINE_MAX, **self.context)
 
     def flush(self) -> None:
@@ -113,9 +121,12 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         self._stderr = _StderrLog(self.log_context)
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[None] = loop.create_future()
+        self._stderr_closed: asyncio.Future[None] = loop.create_future()
         self._closed = asyncio.Event()
         self._closing = False
         self._killed = False
+        self._signalled = False
+        """The gateway sent the process a signal (so an exit by signal is not the process's own doing)."""
         self._paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._end_task: asyncio.Task[None] | None = None
@@ -141,6 +152,8 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
             self._ended("closed")
+        elif fd == 2 and not self._stderr_closed.done():
+            self._stderr_closed.set_result(None)
 
     def process_exited(self) -> None:
         if not self._exited.done():
@@ -307,12 +320,42 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         try:
             await self._terminate(EXIT_AFTER_EOF if initiated else 0.5)
         finally:
-            exit_reason = self._exit_reason(reason)
-            self.close_reason = exit_reason if reason == "closed" else reason
-            metrics.UPSTREAM_EXITS.labels(exit_reason).inc()
-            self._stderr.close()
-            self._closed.set()
-            self._notify_close()
+            # Whatever failed above, the channel counts as closed and its session hears of it.
+            try:
+                exit_reason = self._exit_reason(reason)
+                self.close_reason = exit_reason if reason == "closed" else reason
+                metrics.UPSTREAM_EXITS.labels(exit_reason).inc()
+                self._stderr.close()
+                if not initiated:
+                    self._log_exit()
+            finally:
+                self._closed.set()
+                self._notify_close()
+
+    def exit_description(self) -> str:
+        """How the upstream ended, for the client: the exit status or signal, never its stderr (it may hold secrets)."""
+        if self.process is None:
+            return "upstream server connection closed"
+        code = self.process.get_returncode()
+        if self._signalled:
+            what = "upstream server process closed its output and was stopped by the gateway"
+        elif code is None:
+            what = "upstream server process exited"
+        elif code < 0:
+            what = f"upstream server process was killed by signal {-code}{_signal_name(-code)}"
+        else:
+            what = f"upstream server process exited with status {code}"
+        return f"{what}; its stderr is in the gateway log"
+
+    def _log_exit(self) -> None:
+        """One line when an upstream ends by itself: how, and the last stderr lines, which usually say why."""
+        fields: dict[str, Any] = {"reason": self.close_reason}
+        code = self.process.get_returncode() if self.process is not None else None
+        if code is not None and code >= 0:
+            fields["status"] = code
+        elif code is not None:
+            fields["signal"] = -code
+        log.warning("upstream_exited", stderr_tail=list(self._stderr.tail), **fields, **self.log_context)
 
     def _notify_close(self) -> None:
         callback, self._on_close = self._on_close, None
@@ -349,6 +392,10 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
                 self._killed = True
                 self._signal(signal.SIGKILL)
                 await self._wait_exit(30.0)
+        if self._exited.done():
+            # The last stderr lines (often the reason for an exit) may still be in the pipe.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_closed), STDERR_DRAIN)
         # Closing the subprocess transport closes any pipe still open; the child watcher has reaped the process.
         self.process.close()
 
@@ -364,12 +411,20 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         if process is None or process.get_returncode() is not None:
             return
         pid = process.get_pid()
+        self._signalled = True
         try:
             # The child leads its own process group, so wrappers (sh -c, socat EXEC) die with it.
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(sig)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f" ({signal.Signals(number).name})"
+    except ValueError:
+        return ""
 
 
 async def spawn_process(argv: Sequence[str], *, max_message_bytes: int, label: str) -> Upstream:

@@ -6,12 +6,14 @@ Each test starts its own gateway (tiny echo upstream) because each one ends sess
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -79,7 +81,9 @@ async def test_upstream_killed_mid_call_fails_the_call_then_404_then_reinitializ
         os.kill(pid, signal.SIGKILL)
         reply = messages(await read_sse(response, until_id=50))[-1]
     assert reply["error"]["code"] == -32603
-    assert reply["error"]["message"] == "upstream exited"
+    assert reply["error"]["message"] == (
+        "upstream server process was killed by signal 9 (SIGKILL); its stderr is in the gateway log"
+    )
     async with http.post(gw.mcp_url, json=call(51, "echo"), headers=client.headers()) as after:
         assert after.status == 404
     again = McpHttp(http, gw.mcp_url)
@@ -96,6 +100,7 @@ async def test_upstream_exiting_by_itself_ends_the_session(
     await client.initialize()
     reply = await client.call_tool("crash")
     assert reply["error"]["code"] == -32603
+    assert reply["error"]["message"] == "upstream server process exited with status 3; its stderr is in the gateway log"
     async with http.post(gw.mcp_url, json=call(2, "echo"), headers=client.headers()) as after:
         assert after.status == 404
     await eventually(lambda: not children(gw.process.pid))
@@ -394,4 +399,164 @@ async def test_a_client_leaving_during_initialize_leaves_no_session(
         ) as response:
             await response.read()
     await eventually(lambda: '"session_closed"' in gw.logs())
+    await eventually(lambda: not children(gw.process.pid))
+
+
+async def test_an_upstream_that_cannot_start_says_its_exit_status_and_keeps_its_stderr_in_the_log(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=f"{ODD} cannot-start")
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    async with http.post(gw.mcp_url, json=body, headers=McpHttp(http, gw.mcp_url).headers()) as response:
+        # The exit may be seen before the initialize request is sent (502) or while it waits (its SSE stream).
+        if response.status == 502:
+            reply = await response.json()
+        else:
+            assert response.status == 200
+            reply = messages(await read_sse(response, until_id=0))[-1]
+    assert reply["id"] == 0
+    assert reply["error"]["code"] == -32603
+    assert "upstream server process exited with status 2" in reply["error"]["message"]
+    assert "gateway log" in reply["error"]["message"]
+    assert "SECRET" not in json.dumps(reply) and "Kubernetes" not in json.dumps(reply)
+    await eventually(lambda: '"upstream_exited"' in gw.logs())
+    (exited,) = [json.loads(line) for line in gw.logs().splitlines() if '"upstream_exited"' in line]
+    assert exited["status"] == 2
+    assert exited["stderr_tail"] == [
+        "connecting with password=hunter2-SECRET",
+        "fatal: cannot reach the Kubernetes API",
+    ]
+    await eventually(lambda: not children(gw.process.pid))
+
+
+# --- request ids in flight -------------------------------------------------------------------------------------
+
+SILENT = Path(__file__).parent / "upstreams" / "silent_server.py"
+SURROGATE_ID = '"\\ud800"'
+"""A JSON string holding one lone UTF-16 surrogate: a valid id with no UTF-8 form."""
+
+
+def received(record: Path) -> list[dict[str, Any]]:
+    """The messages a silent upstream recorded."""
+    if not record.exists():
+        return []
+    return [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+
+
+def sleep_call(raw_id: str, seconds: float = 30) -> str:
+    """A tools/call of `sleep` with the id written as raw JSON text."""
+    params = json.dumps({"name": "sleep", "arguments": {"seconds": seconds}})
+    return '{"jsonrpc":"2.0","id":' + raw_id + ',"method":"tools/call","params":' + params + "}"
+
+
+async def refused_duplicate(http: aiohttp.ClientSession, client: McpHttp, body: str) -> dict[str, Any]:
+    async with http.post(client.url, data=body, headers=client.headers()) as second:
+        assert second.status == 400
+        refusal: dict[str, Any] = json.loads(await second.read())
+    return refusal
+
+
+async def test_a_request_id_already_in_flight_is_refused_and_not_forwarded(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    record = tmp_path / "received.jsonl"
+    gw = gateway_factory(upstream_command=f"{sys.executable} -S {SILENT} {record}")
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    async with http.post(gw.mcp_url, data=sleep_call("7"), headers=client.headers()) as first:
+        assert first.status == 200
+        refusal = await refused_duplicate(http, client, sleep_call("7"))
+        assert refusal["id"] == 7
+        assert refusal["error"]["code"] == -32600
+        assert "already in use" in refusal["error"]["message"]
+        await asyncio.sleep(0.2)
+        assert [m.get("id") for m in received(record) if m.get("method") == "tools/call"] == [7]
+        assert await client.delete() == 204
+        assert messages(await asyncio.wait_for(read_sse(first, until_id=7), 10))[-1]["error"]["code"] == -32603
+
+
+async def test_delete_after_a_refused_duplicate_ends_the_session_its_process_and_the_stream(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=ECHO_UPSTREAM)
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    pid = await upstream_pid(client)
+    async with http.post(gw.mcp_url, data=sleep_call(SURROGATE_ID), headers=client.headers()) as first:
+        assert first.status == 200
+        refusal = await refused_duplicate(http, client, sleep_call(SURROGATE_ID))
+        assert refusal["id"] == "\ud800" and refusal["error"]["code"] == -32600
+        assert await client.delete() == 204
+        reply = messages(await asyncio.wait_for(read_sse(first, until_id="\ud800"), 10))[-1]
+    assert reply["error"] == {"code": -32603, "message": "session deleted"}
+    await eventually(lambda: not exists(pid))
+    async with http.post(gw.mcp_url, json=call(1, "echo"), headers=client.headers()) as after:
+        assert after.status == 404
+
+
+async def test_an_upstream_killed_after_a_refused_duplicate_ends_the_waiting_stream(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=ECHO_UPSTREAM)
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    pid = await upstream_pid(client)
+    async with http.post(gw.mcp_url, data=sleep_call(SURROGATE_ID), headers=client.headers()) as first:
+        assert first.status == 200
+        await refused_duplicate(http, client, sleep_call(SURROGATE_ID))
+        os.kill(pid, signal.SIGKILL)
+        reply = messages(await asyncio.wait_for(read_sse(first, until_id="\ud800"), 10))[-1]
+    assert "killed by signal 9" in reply["error"]["message"]
+    await eventually(lambda: not children(gw.process.pid))
+
+
+# --- requests the upstream never answers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["silent", "wrong-id"])
+async def test_an_unanswered_request_times_out_and_the_upstream_gets_notifications_cancelled(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession, tmp_path: Path, mode: str
+) -> None:
+    record = tmp_path / "received.jsonl"
+    argument = "wrong-id" if mode == "wrong-id" else ""
+    gw = gateway_factory(
+        upstream_command=f"{sys.executable} -S {SILENT} {record} {argument}", env={"REQUEST_TIMEOUT": "0.5"}
+    )
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    started = time.monotonic()
+    async with http.post(gw.mcp_url, json=call(21, "anything", {"a": 1}), headers=client.headers()) as response:
+        assert response.status == 200
+        reply = messages(await asyncio.wait_for(read_sse(response, until_id=21), 10))[-1]
+    assert 0.5 <= time.monotonic() - started < 5
+    assert reply["error"]["code"] == -32603
+    assert "REQUEST_TIMEOUT" in reply["error"]["message"]
+    await eventually(lambda: any(m.get("method") == "notifications/cancelled" for m in received(record)))
+    (cancelled,) = [m for m in received(record) if m.get("method") == "notifications/cancelled"]
+    assert cancelled["params"]["requestId"] == 21
+    assert "REQUEST_TIMEOUT" in cancelled["params"]["reason"]
+    audit = [json.loads(line) for line in gw.logs().splitlines() if '"tool_call"' in line]
+    assert [(a["tool"], a["outcome"]) for a in audit] == [("anything", "timeout")]
+    assert await client.delete() == 204, "a timeout ends the request, not the session"
+
+
+async def test_a_request_answered_in_time_is_not_cancelled(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command=ECHO_UPSTREAM, env={"REQUEST_TIMEOUT": "2"})
+    client = McpHttp(http, gw.mcp_url)
+    await client.initialize()
+    for _ in range(3):
+        assert (await client.call_tool("sleep", {"seconds": 0.8}))["result"]["content"][0]["text"] == "slept"
+
+
+async def test_an_unanswered_initialize_times_out_and_ends_the_session(
+    gateway_factory: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gw = gateway_factory(upstream_command="sleep 3600", env={"REQUEST_TIMEOUT": "0.5"})
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    async with http.post(gw.mcp_url, json=body, headers=McpHttp(http, gw.mcp_url).headers()) as response:
+        assert response.status == 200
+        reply = messages(await asyncio.wait_for(read_sse(response, until_id=0), 10))[-1]
+    assert "REQUEST_TIMEOUT" in reply["error"]["message"]
     await eventually(lambda: not children(gw.process.pid))

@@ -3,6 +3,7 @@
 refuse-init   answers initialize with a JSON-RPC error
 close-stdout  answers initialize, then closes stdout on the first request but keeps running
 garbage       before each answer writes a non-JSON line, a JSON array and a response to an unknown id
+cannot-start  writes a start-up failure quoting a secret to stderr and exits with status 2 without reading stdin
 large         answers tools/call with a text of `size` bytes (and isError when `error` is true), after a logging
               notification of the same size; members in the order of the SDK named by `order` ("python" or
               "typescript"), with spaces after separators when `spaced` is true
@@ -42,6 +43,13 @@ def send_large(msg_id: object, args: dict) -> None:
         sys.stdout.write(json.dumps(ordered, separators=separators) + "\n")
     sys.stdout.flush()
 
+
+if mode == "cannot-start":
+    # What a server that cannot start may print: its stderr can hold secrets, so it must stay in the gateway log.
+    sys.stderr.write("connecting with password=hunter2-SECRET\n")
+    sys.stderr.write("fatal: cannot reach the Kubernetes API\n")
+    sys.stderr.flush()
+    sys.exit(2)
 
 for line in sys.stdin:
     msg = json.loads(line)
