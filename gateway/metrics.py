@@ -55,7 +55,7 @@ WARM_POOL_SIZE = Gauge("mcp_gateway_warm_pool_size", "Pre-started upstream proce
 # Tool calls (counted whether or not auth is on).
 TOOL_CALLS = Counter(
     "mcp_gateway_tool_calls_total",
-    "tools/call requests, by tool and outcome (success, error, denied, failed).",
+    "tools/call requests, by tool and outcome (success, error, denied, failed, cancelled, timeout).",
     ["tool", "outcome"],
     registry=REGISTRY,
 )
