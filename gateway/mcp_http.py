@@ -657,6 +657,9 @@ class McpTransport:
             if match is not None:
                 stream = session.find_stream(int(match[1]))
                 after = int(match[2])
+            if stream is not None and stream.json_mode:
+                # A plain JSON reply has no event ids to resume from, and its POST handler is still reading it.
+                stream = None
             if stream is None:
                 return json_error(400, INVALID_REQUEST, "Bad Request: unknown or expired Last-Event-ID")
         else:

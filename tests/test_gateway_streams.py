@@ -144,6 +144,26 @@ async def test_unknown_last_event_id_is_400(client: McpHttp, last_event_id: str)
         assert response.status == 400
 
 
+async def test_a_request_answered_as_plain_json_has_no_stream_to_resume(client: McpHttp) -> None:
+    """Its events have no ids; a GET naming its stream must not take it over from the waiting POST."""
+    headers = client.headers(Accept="application/json, text/event-stream;q=0.1")
+
+    async def plain_json_call() -> dict[str, Any]:
+        async with client.http.post(client.url, json=call(71, "sleep", {"seconds": 0.6}), headers=headers) as response:
+            assert response.content_type == "application/json"
+            reply: dict[str, Any] = await response.json()
+            return reply
+
+    pending = asyncio.create_task(plain_json_call())
+    await asyncio.sleep(0.2)
+    # Stream 1 answered initialize; this request's stream is the session's second.
+    resume = client.headers(Accept="text/event-stream", **{"Last-Event-ID": "2-0"})
+    async with client.http.get(client.url, headers=resume) as response:
+        assert response.status == 400
+    reply = await asyncio.wait_for(pending, 10)
+    assert reply["result"]["content"][0]["text"] == "slept"
+
+
 async def test_polling_closes_the_post_stream_and_the_client_resumes_with_get(
     gateway_factory: StartGateway, http: aiohttp.ClientSession
 ) -> None:
