@@ -677,7 +677,18 @@ class KubeApiServer:
 
     def _discovery(self, parts: builtins.list[str]) -> Obj | None:
         if parts == ["version"]:
-            return {"major": "1", "minor": "34", "gitVersion": self.git_version, "platform": "linux/amd64"}
+            # Every field kube-apiserver sends: the kubernetes client's VersionInfo model requires them.
+            return {
+                "major": "1",
+                "minor": "34",
+                "gitVersion": self.git_version,
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2025-08-27T00:00:00Z",
+                "goVersion": "go1.24.6",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
         if parts == ["api"]:
             return {
                 "kind": "APIVersions",
