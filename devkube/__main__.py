@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -76,6 +77,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--port must be between 0 and 65535")
     if args.step_seconds <= 0:
         parser.error("--step-seconds must be positive")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", args.namespace):
+        parser.error("--namespace must be a DNS label (lower case letters, digits and '-', at most 63)")
     return args
 
 
