@@ -3,6 +3,7 @@ tool the server registers."""
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ README = (ROOT / "README.md").read_text()
 
 
 def help_text(command: str) -> str:
-    return subprocess.run([command, "--help"], capture_output=True, text=True, check=True, timeout=60).stdout
+    path = Path(sys.executable).parent / command
+    return subprocess.run([str(path), "--help"], capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def help_env_names(command: str) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ def product(gateway_factory: Any, idp: DevIdp, kube_api: Any) -> Any:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     return gateway_factory(
-        upstream_command="cnpg-mcp-server",
+        upstream_command=str(Path(sys.executable).parent / "cnpg-mcp-server"),
         env={
             "PORT": str(port),
             "PUBLIC_URL": url,
