@@ -1,0 +1,357 @@
+"""The deployment's commands, read from Dockerfile.*, compose.yaml and the rendered Kubernetes Deployment, run on
+this machine: the server behind socat on a Unix socket, the gateway with --upstream-socket, the dev IdP and the
+sandbox cluster as compose starts them, and an MCP client's tool calls through both with auth on.
+
+No container engine runs here, so what Docker and Kubernetes would provide is provided by hand and only that:
+volumes become private temporary directories (the same directory for every container that mounts the same
+volume), 0.0.0.0 becomes 127.0.0.1, container ports become free ports, and the image's programs are the venv's and
+the project's Node. Everything else (programs, arguments, environment, socket path and mode) comes from the files.
+In the Kubernetes run the server reaches the test Kubernetes API through a kubeconfig, because the in-cluster
+loader needs the API server's TLS endpoint: test_deploy_kubernetes.py checks that the projected token is mounted
+where that loader reads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult
+
+from tests.fixtures.gateway import free_port
+from tests.fixtures.idp import ISSUED_TOKENS, LOG_FILES, SECRETS, DevIdp
+from tests.test_deploy_files import (
+    IMAGE_PATHS,
+    ROOT,
+    compose,
+    compose_environment,
+    compose_volumes,
+    container,
+    dockerfile_stages,
+    effective_argv,
+    final_stage,
+    find,
+    kustomize,
+    localize_program,
+    translate,
+)
+from tests.test_server_helpers import rbac_call
+
+SOCKET_VOLUME = "/run/mcp"
+
+
+@dataclass
+class Stack:
+    """Processes started from the deployment files, stopped (and reaped) at the end."""
+
+    workdir: Path
+    volumes: Path
+    """Short, so socket paths stay under the 108 bytes a Unix socket address allows."""
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
+
+    def volume(self, name: str) -> Path:
+        path = self.volumes / name.strip("/").replace("/", "_")
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        LOG_FILES.append(log)
+        full_env = {"PATH": os.environ["PATH"], "HOME": str(self.workdir), **env}
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
+        self.processes[name], self.argv[name] = proc, argv
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def wait_for(self, name: str, ready: Any, what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if self.processes[name].poll() is not None:
+                raise AssertionError(f"{name} exited ({self.processes[name].returncode}): {self.log(name)}")
+            time.sleep(0.05)
+        raise AssertionError(f"{name}: no {what} after {timeout} s: {self.log(name)}")
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    volumes = Path(tempfile.mkdtemp(prefix="cnpg-deploy-"))
+    running = Stack(tmp_path, volumes)
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(volumes, ignore_errors=True)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def socket_accepts(path: Path) -> bool:
+    if not path.is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def client_credentials_token(token_url: str, client: str, secret: str, resource: str) -> str:
+    basic = base64.b64encode(f"{client}:{secret}".encode()).decode()
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "openid cnpg:read cnpg:write",
+                                   "resource": resource}).encode()
+    req = urllib.request.Request(token_url, data=form, headers={"Authorization": f"Basic {basic}"})
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        token = str(json.loads(resp.read())["access_token"])
+    ISSUED_TOKENS.add(token)
+    return token
+
+
+def text(result: CallToolResult) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+async def call_tools_through(mcp_url: str, token: str) -> None:
+    """Anonymous requests are refused; with the token, a cluster is created and listed through gateway and server."""
+    async with httpx2.AsyncClient(timeout=10.0) as anonymous:
+        refused = await anonymous.post(mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                                       headers={"Accept": "application/json, text/event-stream"})
+    assert refused.status_code == 401 and "resource_metadata=" in refused.headers["www-authenticate"]
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0))
+    async with http, Client(streamable_http_client(mcp_url, http_client=http)) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert {"list_clusters", "create_cluster"} <= tools
+        created = await client.call_tool("create_cluster", {"name": "deployed", "instances": 1,
+                                                            "storage_size": "1Gi"})
+        assert not created.is_error, text(created)
+        listed = await client.call_tool("list_clusters", {})
+        assert not listed.is_error and "deployed" in text(listed), text(listed)
+
+
+def assert_socket_private(path: Path) -> None:
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600, oct(path.stat().st_mode)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(pid)
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below pid."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(raw[raw.rindex(")") + 2 :].split()[1])
+    found, frontier = [], {pid}
+    while frontier:
+        children = {p for p, parent in parents.items() if parent in frontier}
+        for child in children:
+            try:
+                found.append((child, Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                continue
+        frontier = children
+    return found
+
+
+# Compose ------------------------------------------------------------------------------------------------------
+
+
+async def test_compose_services_run_as_written_and_serve_a_tool_call_with_auth(stack: Stack) -> None:
+    gateway_port, idp_port = free_port(), free_port()
+    secret = secrets.token_urlsafe(24)
+    SECRETS.add(secret)
+    env_file = {"GATEWAY_PORT": str(gateway_port), "IDP_PORT": str(idp_port), "DEV_CLIENTS": f"cnpg-dev:{secret}",
+                "GRAFANA_ADMIN_PASSWORD": "unused"}
+    services = compose(env_file)["services"]
+
+    # Named volumes: one directory each, shared by every service that mounts it.
+    mounts: dict[str, dict[str, str]] = {}
+    for name in ("sandbox", "server", "gateway", "idp"):
+        mounts[name] = {target: str(stack.volume(source)) for target, source in compose_volumes(services[name]).items()}
+    assert mounts["server"][SOCKET_VOLUME] == mounts["gateway"][SOCKET_VOLUME]
+    assert mounts["server"]["/kube"] == mounts["sandbox"]["/kube"], "without KUBECONFIG_DIR the sandbox's kubeconfig"
+
+    # sandbox: the image's sandbox target with compose's command; its --host is the service name.
+    sandbox = dockerfile_stages("Dockerfile.server")["sandbox"]
+    argv = effective_argv(sandbox, command=services["sandbox"]["command"])
+    argv = [{"sandbox": "127.0.0.1", "8080": str(free_port())}.get(a, a) for a in argv]
+    stack.start("sandbox", localize_program(translate(argv, mounts["sandbox"])), {})
+    kubeconfig = Path(mounts["sandbox"]["/kube"]) / "config"
+    stack.wait_for("sandbox", lambda: kubeconfig.exists() and kubeconfig.stat().st_size > 0, "kubeconfig")
+
+    # server: the image's entrypoint (socat ... EXEC:cnpg-mcp-server) with compose's environment.
+    server = final_stage("Dockerfile.server")
+    assert "command" not in services["server"] and "entrypoint" not in services["server"]
+    server_env = compose_environment(services["server"])
+    assert server_env["KUBECONFIG"] == "/kube/config"
+    argv = translate(effective_argv(server), mounts["server"])
+    server_env = translate_env({**server.env, **server_env}, {**mounts["server"], **IMAGE_PATHS})
+    stack.start("server", argv, server_env)
+    sock = Path(mounts["server"][SOCKET_VOLUME]) / "mcp.sock"
+    stack.wait_for("server", lambda: socket_accepts(sock), "socket")
+    assert_socket_private(sock)
+
+    # idp: the image's entrypoint with compose's command; the clients file is the compose secret from .env.
+    idp_service = services["idp"]
+    secret_name = idp_service["secrets"][0]
+    secret_source = compose(env_file)["secrets"][secret_name]["environment"]
+    secrets_dir = stack.volume("run-secrets")
+    (secrets_dir / secret_name).write_text(env_file[secret_source] + "\n")
+    idp_mounts = {**mounts["idp"], "/run/secrets": str(secrets_dir), "/app/devidp": str(ROOT / "devidp")}
+    argv = effective_argv(final_stage("Dockerfile.idp"), command=idp_service["command"])
+    argv = [{"0.0.0.0": "127.0.0.1"}.get(a, a) for a in argv]
+    stack.start("idp", localize_program(translate(argv, idp_mounts)), compose_environment(idp_service))
+    issuer = f"http://127.0.0.1:{idp_port}"
+    stack.wait_for("idp", lambda: http_ok(f"{issuer}/.well-known/openid-configuration"), "discovery")
+
+    # gateway: the image's entrypoint and environment, compose's command and environment.
+    gateway_stage = final_stage("Dockerfile.gateway")
+    gateway_env = translate_env({**gateway_stage.env, **compose_environment(services["gateway"])}, IMAGE_PATHS)
+    assert gateway_env["OIDC_ISSUER"] == issuer
+    published = {p.split(":")[-1]: p.split(":")[1] for p in services["gateway"]["ports"]}
+    assert all(p.startswith("127.0.0.1:") for p in services["gateway"]["ports"])
+    gateway_env.update(HOST="127.0.0.1", METRICS_HOST="127.0.0.1", PORT=published[gateway_env["PORT"]],
+                       METRICS_PORT=str(free_port()))
+    argv = translate(effective_argv(gateway_stage, command=services["gateway"]["command"]), mounts["gateway"])
+    assert argv[1:] == ["--upstream-socket", str(sock)]
+    stack.start("gateway", localize_program(argv), gateway_env)
+    base = f"http://127.0.0.1:{gateway_port}"
+    stack.wait_for("gateway", lambda: http_ok(f"{base}/ready"), "/ready (keys loaded)")
+
+    client_id, client_secret = env_file["DEV_CLIENTS"].split(":", 1)
+    token = client_credentials_token(f"{issuer}/token", client_id, client_secret, gateway_env["OIDC_AUDIENCE"])
+    await call_tools_through(f"{base}/mcp", token)
+    assert "Created Cluster" in stack.log("sandbox") or "deployed" in stack.log("sandbox")
+    every_argv = " ".join(" ".join(a) for a in stack.argv.values())
+    assert secret not in every_argv and token not in every_argv
+
+
+def translate_env(env: dict[str, str], mounts: dict[str, str]) -> dict[str, str]:
+    return dict(zip(env, translate(list(env.values()), mounts), strict=True))
+
+
+# Kubernetes ---------------------------------------------------------------------------------------------------
+
+
+async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_with_auth(
+    stack: Stack, idp: DevIdp, kube_api: Any
+) -> None:
+    docs = kustomize("k8s/base")
+    deployment = find(docs, "Deployment", "cnpg-mcp")
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    def mounts_of(name: str) -> dict[str, str]:
+        out = {}
+        for mount in container(deployment, name).get("volumeMounts", []):
+            assert "emptyDir" in volumes[mount["name"]] or "projected" in volumes[mount["name"]]
+            out[mount["mountPath"]] = str(stack.volume(mount["name"]))
+        return out
+
+    def configmap_env(name: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container(deployment, name).get("envFrom", []):
+            if "configMapRef" in source:
+                env.update(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+        return env
+
+    # server container: no command or args, so the image's entrypoint.
+    server_spec = container(deployment, "server")
+    server_stage = final_stage("Dockerfile.server")
+    argv = effective_argv(server_stage, entrypoint=server_spec.get("command"), command=server_spec.get("args"))
+    server_mounts = mounts_of("server")
+    server_env = translate_env({**server_stage.env, **configmap_env("server")}, IMAGE_PATHS)
+    server_env.update(KUBECONFIG=str(kube_api.kubeconfig_path), CNPG_KUBE_CONTEXT="test")
+    server_proc = stack.start("server", translate(argv, server_mounts), server_env)
+    sock = Path(server_mounts[SOCKET_VOLUME]) / "mcp.sock"
+    stack.wait_for("server", lambda: socket_accepts(sock), "socket")
+    assert_socket_private(sock)
+
+    # gateway container: the image's entrypoint with the Deployment's args, the ConfigMap's environment; the
+    # OIDC values that name the example IdP and host point at the dev IdP and this machine instead.
+    gateway_spec = container(deployment, "gateway")
+    gateway_stage = final_stage("Dockerfile.gateway")
+    argv = effective_argv(gateway_stage, entrypoint=gateway_spec.get("command"), command=gateway_spec.get("args"))
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    gateway_env = translate_env({**gateway_stage.env, **configmap_env("gateway")}, IMAGE_PATHS)
+    gateway_env.update(OIDC_ISSUER=idp.issuer, OIDC_AUDIENCE=f"{public}/mcp", PUBLIC_URL=public, HOST="127.0.0.1",
+                       METRICS_HOST="127.0.0.1", PORT=str(port), METRICS_PORT=str(free_port()))
+    gateway_env = {k: v for k, v in gateway_env.items() if v != ""}
+    argv = translate(argv, mounts_of("gateway"))
+    assert argv[1:] == ["--upstream-socket", str(sock)]
+    stack.start("gateway", localize_program(argv), gateway_env)
+    probes = {gateway_spec["livenessProbe"]["httpGet"]["path"], gateway_spec["readinessProbe"]["httpGet"]["path"]}
+    stack.wait_for("gateway", lambda: all(http_ok(public + p) for p in probes), f"probes {probes}")
+
+    kube_api.clear_requests()
+    token = idp.token(resource=f"{public}/mcp")
+    await call_tools_through(f"{public}/mcp", token)
+
+    # RBAC: every Kubernetes call the server made is granted by the rendered role, bound to the pod's account.
+    role = find(docs, "ClusterRole", "cnpg-mcp-server")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    calls = {rbac_call(req.method, req.path) for req in kube_api.requests}
+    assert calls and {(g, r, v) for v, g, r in calls} <= granted, calls
+    binding = find(docs, "RoleBinding", "cnpg-mcp-server")
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+
+    # Sizing: each session's server process (and its socat child) fits the server container's memory limit
+    # MAX_SESSIONS times over (docs/deploy.md, Sizing).
+    per_session = [rss_mib(pid) for pid, cmd in descendants(server_proc.pid)]
+    assert per_session, "no server process behind socat"
+    limit_mib = int(server_spec["resources"]["limits"]["memory"].removesuffix("Mi"))
+    max_sessions = int(configmap_env("gateway")["MAX_SESSIONS"])
+    assert sum(per_session) * max_sessions <= limit_mib, (per_session, max_sessions, limit_mib)
