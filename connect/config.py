@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import ipaddress
-import os
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 from urllib.parse import urlsplit
 
 from connect.errors import ConfigError
@@ -28,7 +28,7 @@ AUTO_AUTHORIZE_ENV = "MCP_CONNECT_AUTO_AUTHORIZE"
 """For tests and automation only: fetch the authorization URL over HTTP instead of opening a browser."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the helper needs, already checked."""
 
@@ -37,7 +37,7 @@ class Settings:
     auth: AuthMode
     token_file: Path | None
     client_id: str | None
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)  # never in a repr, a log line or a traceback
     client_auth: ClientAuth
     private_key_file: Path | None
     private_key_alg: str | None
@@ -89,12 +89,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
     if not sep or not host:
         raise ConfigError(f"MCP_LISTEN must be HOST:PORT, got {value!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"MCP_LISTEN port must be a number, got {port_text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"MCP_LISTEN port out of range: {port}")
+    port = parse_port("MCP_LISTEN port", port_text)
     host = host.strip("[]")
     if not _is_loopback(host):
         raise ConfigError(f"MCP_LISTEN must be a loopback address (the proxy adds your token), got {host!r}")
@@ -107,14 +102,24 @@ def parse_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def parse_positive(name: str, value: str) -> float:
+def parse_seconds(name: str, value: str, *, allow_zero: bool = True) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"{name} must not be negative")
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
     return number
+
+
+def parse_port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name} must be a port from 0 to 65535, got {port}")
+    return port
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -136,9 +141,9 @@ def read_secret_file(name: str, path: Path) -> str:
     return text
 
 
-def default_token_cache(url: str) -> Path:
+def default_token_cache(url: str, env: Mapping[str, str]) -> Path:
     """A per-endpoint cache file under the user's cache directory."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path(env.get("HOME") or Path.home()) / ".cache"
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return base / "cnpg-mcp-connect" / f"tokens-{digest}.json"
 
@@ -146,9 +151,17 @@ def default_token_cache(url: str) -> Path:
 # The command line ---------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a ConfigError (one line, exit 2) instead of usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnpg-mcp-connect",
+        allow_abbrev=False,  # else `--client-secret VALUE` would pass as `--client-secret-file`, a secret in argv
         description="Bridge an MCP client on stdio (or a local HTTP port) to a remote streamable HTTP MCP endpoint, "
         "getting and refreshing the OAuth token on the way. Secrets come from the environment or files only.",
     )
@@ -156,11 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("url_arg", nargs="?", metavar="URL", help="remote MCP endpoint (same as --url)")
     add("--url", help="remote MCP endpoint, https://host/mcp [env MCP_UPSTREAM]")
     add("--listen", help="serve a local HTTP proxy on HOST:PORT instead of stdio [env MCP_LISTEN]")
-    add("--auth", choices=AUTH_MODES, help="token mode; default: inferred from the other settings [env MCP_AUTH]")
+    add("--auth", help="none, token-file, client-credentials or authorization-code; default: inferred from the "
+        "other settings [env MCP_AUTH]")  # fmt: skip
     add("--token-file", help="file holding a bearer token, re-read when it changes [env MCP_TOKEN_FILE]")
     add("--client-id", help="OAuth client ID [env MCP_CLIENT_ID]")
     add("--client-secret-file", help="file holding the client secret [env MCP_CLIENT_SECRET_FILE]")
-    add("--client-auth", choices=CLIENT_AUTHS, help="token endpoint client authentication [env MCP_CLIENT_AUTH]")
+    add("--client-auth", help="token endpoint client authentication: basic, post, private_key_jwt or none "
+        "[env MCP_CLIENT_AUTH]")  # fmt: skip
     add("--private-key-file", help="PEM private key for private_key_jwt [env MCP_PRIVATE_KEY_FILE]")
     add("--private-key-alg", help="JWS algorithm for private_key_jwt (default from the key) [env MCP_PRIVATE_KEY_ALG]")
     add("--token-endpoint", help="token endpoint; skips discovery [env MCP_TOKEN_ENDPOINT]")
@@ -182,7 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     """Parse flags and environment into Settings, or raise ConfigError naming the setting."""
-    args = build_parser().parse_args(list(argv))
+    args, unknown = build_parser().parse_known_args(list(argv))
+    if unknown:
+        # Name the unknown options only: their values may be the secrets someone tried to pass as flags.
+        names = sorted({word.split("=", 1)[0] for word in unknown if word.startswith("-")}) or ["an extra argument"]
+        secretish = any("secret" in name for name in names)
+        hint = " (secrets come from the environment or a file, never a flag)" if secretish else ""
+        raise ConfigError(f"unknown option {', '.join(names)}{hint}")
 
     def pick(flag: str | None, var: str) -> str | None:
         if flag is not None:
@@ -249,12 +270,9 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("MCP_CLIENT_METADATA_URL must be an https URL")
 
     cache_text = pick(args.token_cache, "MCP_TOKEN_CACHE")
-    redirect_port_text = pick(args.redirect_port, "MCP_REDIRECT_PORT") or "0"
-    redirect_port = int(parse_positive("MCP_REDIRECT_PORT", redirect_port_text))
-    if redirect_port > 65535:
-        raise ConfigError("MCP_REDIRECT_PORT out of range")
-    no_browser = args.no_browser if args.no_browser is not None else parse_bool(
-        "MCP_NO_BROWSER", env.get("MCP_NO_BROWSER", "")
+    redirect_port = parse_port("MCP_REDIRECT_PORT", pick(args.redirect_port, "MCP_REDIRECT_PORT") or "0")
+    no_browser = (
+        args.no_browser if args.no_browser is not None else parse_bool("MCP_NO_BROWSER", env.get("MCP_NO_BROWSER", ""))
     )
     log_level = (pick(args.log_level, "MCP_LOG_LEVEL") or "info").lower()
     parse_choice("MCP_LOG_LEVEL", log_level, ("debug", "info", "warning", "error"))
@@ -274,13 +292,13 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         resource=resource,
         omit_resource=omit_resource,
         audience=pick(args.audience, "MCP_AUDIENCE"),
-        token_cache=Path(cache_text) if cache_text else default_token_cache(url),
+        token_cache=Path(cache_text).expanduser() if cache_text else default_token_cache(url, env),
         redirect_port=redirect_port,
         no_browser=no_browser,
         auto_authorize=parse_bool(AUTO_AUTHORIZE_ENV, env.get(AUTO_AUTHORIZE_ENV, "")),
         client_metadata_url=metadata_url,
         client_name=pick(args.client_name, "MCP_CLIENT_NAME") or "cnpg-mcp-connect",
-        refresh_margin=parse_positive("MCP_REFRESH_MARGIN", pick(args.refresh_margin, "MCP_REFRESH_MARGIN") or "60"),
-        timeout=parse_positive("MCP_TIMEOUT", pick(args.timeout, "MCP_TIMEOUT") or "30") or 30.0,
+        refresh_margin=parse_seconds("MCP_REFRESH_MARGIN", pick(args.refresh_margin, "MCP_REFRESH_MARGIN") or "60"),
+        timeout=parse_seconds("MCP_TIMEOUT", pick(args.timeout, "MCP_TIMEOUT") or "30", allow_zero=False),
         log_level=log_level,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -16,44 +16,58 @@ class Event:
     event: str = "message"
 
 
+@dataclass
+class _Builder:
+    """The event being read: fields accumulate until a blank line dispatches it."""
+
+    event: Event = field(default_factory=Event)
+    data: list[str] = field(default_factory=list)
+    seen: bool = False
+
+    def line(self, raw: bytes) -> Event | None:
+        """Take one line (without its ending); return the event a blank line completes."""
+        line = raw.decode("utf-8", errors="replace")
+        if not line:
+            done = self.event if self.seen else None
+            if done is not None:
+                done.data = "\n".join(self.data)
+            self.event, self.data, self.seen = Event(), [], False
+            return done
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self.data.append(value)
+        elif name == "id" and "\0" not in value:
+            self.event.id = value
+        elif name == "retry" and value.isdigit():
+            self.event.retry = int(value)
+        elif name == "event":
+            self.event.event = value or "message"
+        else:
+            return None
+        self.seen = True
+        return None
+
+
 async def events(chunks: AsyncIterable[bytes]) -> AsyncIterator[Event]:
     """Events from raw chunks; a trailing event without its blank line is dropped, as the standard says."""
     buffer = b""
-    data: list[str] = []
-    current = Event()
-    seen = False
+    builder = _Builder()
     async for chunk in chunks:
         buffer += chunk
-        while True:
-            cut = _line_end(buffer)
-            if cut is None:
-                break
+        while (cut := _line_end(buffer)) is not None:
             end, skip = cut
-            line = buffer[:end].decode("utf-8", errors="replace")
+            event = builder.line(buffer[:end])
             buffer = buffer[end + skip :]
-            if not line:
-                if seen:
-                    current.data = "\n".join(data)
-                    yield current
-                current, data, seen = Event(), [], False
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "data":
-                data.append(value)
-                seen = True
-            elif name == "id" and "\0" not in value:
-                current.id = value
-                seen = True
-            elif name == "retry" and value.isdigit():
-                current.retry = int(value)
-                seen = True
-            elif name == "event":
-                current.event = value or "message"
-                seen = True
+            if event is not None:
+                yield event
+    if buffer.endswith(b"\r"):  # the stream ended, so its last CR was a whole line ending, not half a CRLF
+        event = builder.line(buffer[:-1])
+        if event is not None:
+            yield event
 
 
 def _line_end(buffer: bytes) -> tuple[int, int] | None:

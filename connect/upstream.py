@@ -196,9 +196,7 @@ class Upstream:
 
     # Receiving ------------------------------------------------------------------------------------------------
 
-    async def _consume(
-        self, response: httpx2.Response, pending: set[Any], on_message: Deliver | None = None
-    ) -> None:
+    async def _consume(self, response: httpx2.Response, pending: set[Any], on_message: Deliver | None = None) -> None:
         """Deliver a request's SSE stream; when it drops before every response came, resume it with GET."""
         last_id: str | None = None
         retry_ms = DEFAULT_RETRY_MS
@@ -229,6 +227,7 @@ class Upstream:
                     await self.deliver(error_response(msg_id, problem))
                 return
             attempts += 1
+            log.debug("the stream ended before its response; resuming it in %d ms", retry_ms)
             await asyncio.sleep(retry_ms / 1000)
             headers = self._headers("text/event-stream")
             headers["Last-Event-ID"] = last_id

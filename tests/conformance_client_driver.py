@@ -33,12 +33,14 @@ def defaults_from(schema: dict[str, Any], content: dict[str, Any]) -> dict[str, 
 
 class StdioClient:
     """A minimal MCP client on a child's stdin/stdout (the SDK's would do; this one starts faster): requests with
-    ids, answers to the server's elicitation and ping requests, notifications ignored."""
+    ids, answers to the server's elicitation and ping requests, notifications ignored. `received` keeps every message
+    the child sent, in order, for tests that check nothing unexpected reached the client."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.next_id = 0
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.received: list[dict[str, Any]] = []
         self.reader = asyncio.create_task(self._read())
 
     async def _write(self, message: dict[str, Any]) -> None:
@@ -50,6 +52,7 @@ class StdioClient:
         assert self.process.stdout is not None
         async for line in self.process.stdout:
             message = json.loads(line)
+            self.received.append(message)
             if "method" in message and "id" in message:
                 await self._answer(message)
             elif "id" in message and message["id"] in self.waiting:

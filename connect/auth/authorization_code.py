@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import webbrowser
+from collections.abc import AsyncGenerator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,15 @@ import httpx2
 from aiohttp import web
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.oauth2 import OAuthContext
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthMetadata,
+    OAuthToken,
+    ProtectedResourceMetadata,
+)
+from pydantic import ValidationError
 
 from connect.auth.tokens import renew_at
 from connect.config import Settings
@@ -74,6 +83,17 @@ class FileTokenStorage:
         doc["expires_at"] = time.time() + tokens.expires_in if tokens.expires_in else None
         self._save(doc)
         log.info("stored new tokens, access token expires in %ss", tokens.expires_in or "?")
+
+    def discovery(self) -> dict[str, Any]:
+        """What the last sign-in discovered (the authorization server's metadata and the resource's)."""
+        found = self._load().get("discovery")
+        return found if isinstance(found, dict) else {}
+
+    def set_discovery(self, found: dict[str, Any]) -> None:
+        doc = self._load()
+        if doc.get("discovery") != found:
+            doc["discovery"] = found
+            self._save(doc)
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         if self.preset_client is not None:
@@ -202,6 +222,7 @@ class AuthorizationCodeAuth(OAuthClientProvider):
         context.margin = settings.refresh_margin
         self.context = context
         self.authorizations = 0
+        self.refreshes_after_401 = 0
 
     async def _initialize(self) -> None:
         await super()._initialize()
@@ -209,6 +230,56 @@ class AuthorizationCodeAuth(OAuthClientProvider):
         if self.context.current_tokens is not None and expires_at is not None:
             lifetime = self.context.current_tokens.expires_in or 0
             self.context.token_expiry_time = expires_at - min(self.settings.refresh_margin, lifetime / 5)
+        # Without the discovered metadata the SDK would send a refresh to the MCP server's own /token (it discovers
+        # only after a 401), and a restarted helper would need a new sign-in where the refresh token would do.
+        found = self.storage.discovery()
+        if found and self.context.oauth_metadata is None:
+            try:
+                self.context.oauth_metadata = OAuthMetadata.model_validate(found["authorization_server"])
+                if found.get("protected_resource"):
+                    resource = ProtectedResourceMetadata.model_validate(found["protected_resource"])
+                    self.context.protected_resource_metadata = resource
+                self.context.auth_server_url = found.get("auth_server_url")
+            except (KeyError, ValidationError):
+                log.info("ignoring the cached authorization server metadata (unreadable)")
+
+    async def _handle_token_response(self, response: httpx2.Response) -> None:
+        await super()._handle_token_response(response)
+        if self.context.oauth_metadata is not None:
+            resource = self.context.protected_resource_metadata
+            self.storage.set_discovery({
+                "authorization_server": self.context.oauth_metadata.model_dump(mode="json", exclude_none=True),
+                "protected_resource": resource.model_dump(mode="json", exclude_none=True) if resource else None,
+                "auth_server_url": self.context.auth_server_url,
+            })  # fmt: skip
+
+    async def _auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        """The SDK's flow, except that a 401 for a token we still hold is answered with the refresh token first;
+        only when that fails (or the server refuses the new token too) does the SDK's sign-in run."""
+        flow = super()._auth_flow(request)
+        refreshed = False
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                response = yield outgoing
+                if outgoing is request and response.status_code == 401 and not refreshed:
+                    refreshed = True
+                    # The SDK's flow is paused holding the context lock, so the tokens cannot change under us.
+                    if self.context.can_refresh_token():
+                        log.info("the server refused the access token (401); trying the refresh token")
+                        refresh_response = yield await self._refresh_token()
+                        if await self._handle_refresh_response(refresh_response):
+                            self.refreshes_after_401 += 1
+                            self._add_auth_header(request)
+                            response = yield request
+                            if response.status_code != 401:
+                                return
+                        log.info("refreshing did not help; signing in again")
+                outgoing = await flow.asend(response)
+        except StopAsyncIteration:
+            return
+        finally:
+            await flow.aclose()
 
     async def _open(self, url: str) -> None:
         self.authorizations += 1

@@ -20,12 +20,12 @@ from urllib.parse import quote
 import anyio
 import httpx2
 import jwt
-from mcp.client.auth.utils import (
-    build_oauth_authorization_server_metadata_discovery_urls,
-    build_protected_resource_metadata_discovery_urls,
-)
-from mcp.shared.auth_utils import resource_url_from_server_url
 
+from connect.auth.discovery import (
+    authorization_server_metadata_urls,
+    canonical_resource,
+    protected_resource_metadata_urls,
+)
 from connect.auth.tokens import challenge_params, renew_at, token_refused, union_scope
 from connect.config import Settings
 from connect.errors import ConnectError
@@ -203,7 +203,7 @@ class ClientCredentialsAuth(httpx2.Auth):
         metadata_url = challenge_params(challenge).get("resource_metadata") if challenge is not None else None
         resource: str | None = self.settings.resource
         auth_server: str | None = None
-        for url in build_protected_resource_metadata_discovery_urls(metadata_url, server_url):
+        for url in protected_resource_metadata_urls(metadata_url, server_url):
             yield httpx2.Request("GET", url, headers={"Accept": "application/json"})
             assert self._last is not None
             doc = await self._get_json(url, self._last)
@@ -214,7 +214,7 @@ class ClientCredentialsAuth(httpx2.Auth):
         if auth_server is None:
             problem = f"{server_url} publishes no protected resource metadata; set MCP_TOKEN_ENDPOINT"
             raise ConnectError("discovery", problem)
-        for url in build_oauth_authorization_server_metadata_discovery_urls(auth_server, server_url):
+        for url in authorization_server_metadata_urls(auth_server, server_url):
             yield httpx2.Request("GET", url, headers={"Accept": "application/json"})
             assert self._last is not None
             doc = await self._get_json(url, self._last)
@@ -222,7 +222,7 @@ class ClientCredentialsAuth(httpx2.Auth):
                 self._discovered = _Discovered(
                     token_endpoint=str(doc["token_endpoint"]),
                     issuer=str(doc.get("issuer") or auth_server),
-                    resource=resource or resource_url_from_server_url(server_url),
+                    resource=resource or canonical_resource(server_url),
                 )
                 return
         raise ConnectError("discovery", f"no authorization server metadata found for {auth_server}")
