@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -13,8 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
 from gateway.config import GatewayConfig
+from gateway.jsonrpc import method_label
 from gateway.logging import get_logger, log_later
-from gateway.mcp_http import MCP_METHOD, SESSION_TAG, McpTransport, method_label
+from gateway.mcp_http import MCP_METHOD, SESSION_TAG, McpTransport
 from gateway.security import Authenticator
 from gateway.sessions import SessionManager
 
@@ -30,7 +31,6 @@ class GatewayState:
     authenticator: Authenticator | None
     serving: bool = False
     draining: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     def ready(self) -> bool:
         if not self.serving or self.draining:
@@ -57,7 +57,7 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
     """The MCP endpoint, /health, /ready and the authenticator's routes; sessions live as long as the app."""
     if authenticator is None:
         authenticator = build_authenticator(config)
-    manager = SessionManager(config, authenticator)
+    manager = SessionManager(config)
     state = GatewayState(config=config, manager=manager, authenticator=authenticator)
     transport = McpTransport(config, manager, authenticator)
     mcp_path = config.mcp_path

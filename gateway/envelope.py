@@ -60,7 +60,6 @@ class Envelope:
     """The JSON-RPC id, or None (a notification)."""
     method: str | None
     """Set for requests and notifications; None for responses."""
-    has_id: bool
     error: bool
     """A response with an `error` member."""
     message: dict[str, Any] | None
@@ -68,6 +67,8 @@ class Envelope:
     line: bytes
     is_error_hint: bool | None = None
     """For an unparsed result: whether `result.isError` is true, when the ends tell; None when they do not."""
+    id_span: tuple[int, int] | None = None
+    """Where the id's JSON text lies in `line`, when only the ends were read (the pool rewrites it there)."""
 
     def result_is_error(self) -> bool:
         """`result.isError is true` (tools/call outcome); decodes the line only when its ends cannot tell."""
@@ -89,6 +90,24 @@ class Envelope:
             self.message = decoded if isinstance(decoded, dict) else None
         return self.message
 
+    def with_id(self, new_id: Any) -> bytes:
+        """The line with its id replaced by `new_id` (the rest as received when only the ends were read)."""
+        if self.message is None and self.id_span is not None:
+            start, end = self.id_span
+            return b"".join((self.line[:start], _json(new_id), self.line[end:]))
+        message = self.full()
+        if message is None:
+            raise ValueError("not a JSON object")
+        return _json({**message, "id": new_id})
+
+
+def _json(value: Any) -> bytes:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: written as an escape, exactly as received
+        return json.dumps(value, separators=(",", ":")).encode()
+
 
 def read_envelope(line: bytes) -> Envelope | None:
     """The envelope of one upstream line; None when it is JSON but not an object. Raises ValueError if not JSON."""
@@ -106,7 +125,6 @@ def read_envelope(line: bytes) -> Envelope | None:
     return Envelope(
         id=message.get("id"),
         method=method if isinstance(method, str) else None,
-        has_id="id" in message,
         error="error" in message and method is None,
         message=message,
         line=line,
@@ -122,25 +140,27 @@ def _from_ends(line: bytes) -> Envelope | None:
         msg_id = json.loads(match.group(1))
         is_error = match.group(2) == b"error"
         hint = None if is_error else _is_error_at(line, body_end - 1)
-        return Envelope(msg_id, None, True, is_error, None, line, hint)
+        return Envelope(msg_id, None, is_error, None, line, hint, match.span(1))
     match = _HEAD_METHOD.match(line)
     if match is not None:
         has_id = match.group(1) is not None
         msg_id = json.loads(match.group(1)) if has_id else None
-        return Envelope(msg_id, json.loads(match.group(2)), has_id, False, None, line)
+        span = match.span(1) if has_id else None
+        return Envelope(msg_id, json.loads(match.group(2)), False, None, line, None, span)
     tail = _TAIL.search(line, max(0, body_end - _TAIL_WINDOW))
     if tail is None:
         return None
     has_id = tail.group(1) is not None
     msg_id = json.loads(tail.group(1)) if has_id else None
+    span = tail.span(1) if has_id else None
     match = _HEAD_RESULT_FIRST.match(line)
     if match is not None and has_id:
         is_error = match.group(1) == b"error"
         hint = None if is_error else _is_error_at(line, tail.start())
-        return Envelope(msg_id, None, True, is_error, None, line, hint)
+        return Envelope(msg_id, None, is_error, None, line, hint, span)
     match = _HEAD_METHOD_FIRST.match(line)
     if match is not None:
-        return Envelope(msg_id, json.loads(match.group(1)), has_id, False, None, line)
+        return Envelope(msg_id, json.loads(match.group(1)), False, None, line, None, span)
     return None
 
 

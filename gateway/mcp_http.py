@@ -10,28 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from typing import Any
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway.audit import record_tool_call
 from gateway.config import GatewayConfig, is_loopback_host
+from gateway.jsonrpc import (
+    HANDSHAKE_VERSIONS,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    SERVER_BUSY,
+    SESSION_NOT_FOUND,
+    error_message,
+    invalid_envelope,
+    json_bytes,
+    tool_call_facts,
+)
 from gateway.logging import get_logger
 from gateway.security import Authenticator, AuthRejection, Principal
-from gateway.sessions import (
-    GET_STREAM,
-    HANDSHAKE_VERSIONS,
-    Session,
-    SessionLimit,
-    SessionManager,
-    Stream,
-    error_message,
-    json_bytes,
-    record_tool_call,
-    supports_priming,
-)
+from gateway.sessions import ResultFilter, Session, SessionLimit, SessionManager
+from gateway.sse import EVENT_ID, GET_STREAM, KEEPALIVE, SSE_HEADERS, Stream, retry_frame, supports_priming
 from gateway.upstream import UpstreamError
 
 log = get_logger("http")
@@ -47,42 +49,6 @@ ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 VERSION_HEADER = "MCP-Protocol-Version"
 DEFAULT_VERSION = "2025-03-26"
 """Assumed when a client sends no MCP-Protocol-Version header (the spec's backwards-compatibility rule)."""
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INTERNAL_ERROR = -32603
-SESSION_NOT_FOUND = -32001
-SERVER_BUSY = -32000
-
-KNOWN_METHODS = frozenset(
-    {
-        "initialize",
-        "ping",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/read",
-        "resources/templates/list",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/progress",
-        "notifications/roots/list_changed",
-        "server/discover",
-        "tasks/get",
-        "tasks/list",
-        "tasks/result",
-        "tasks/cancel",
-    }
-)
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-KEEPALIVE = b": keepalive\n\n"
 EXPOSED_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry-After"
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE",
@@ -92,15 +58,6 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "600",
 }
 COALESCE_SECONDS = 0.005
-EVENT_ID = re.compile(r"([0-9]{1,18})-([0-9]{1,18})")
-"""An SSE event id the gateway made, "<stream>-<seq>": ASCII digits only (str.isdigit() also takes "²")."""
-
-
-def method_label(method: str | None) -> str:
-    """Bounded label for metrics: known MCP methods by name, anything else 'other'."""
-    if method is None:
-        return metrics.OTHER
-    return method if method in KNOWN_METHODS else metrics.OTHER
 
 
 def json_error(
@@ -167,32 +124,6 @@ def accept_qualities(accept: str) -> tuple[float, float]:
         if len(_ACCEPT_CACHE) < 256:
             _ACCEPT_CACHE[accept] = cached
     return cached
-
-
-def _invalid_envelope(msg: Any) -> str | None:
-    """Why `msg` is not a JSON-RPC 2.0 request, notification or response; None when it is one."""
-    if not isinstance(msg, dict):
-        return "a JSON-RPC message must be an object"
-    if msg.get("jsonrpc") != "2.0":
-        return 'jsonrpc must be "2.0"'
-    method = msg.get("method")
-    if "id" in msg:
-        msg_id = msg["id"]
-        if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
-            if method is not None or msg_id is not None:
-                return "id must be a string or an integer"
-    if method is not None:
-        if not isinstance(method, str) or not method:
-            return "method must be a non-empty string"
-        params = msg.get("params")
-        if params is not None and not isinstance(params, (dict, list)):
-            return "params must be an object or an array"
-        return None
-    if "id" not in msg:
-        return "a message needs a method or an id"
-    if ("result" in msg) == ("error" in msg):
-        return "a response needs exactly one of result and error"
-    return None
 
 
 class McpTransport:
@@ -364,7 +295,7 @@ class McpTransport:
         if not messages:
             return json_error(400, INVALID_REQUEST, "Invalid Request: empty batch")
         for msg in messages:
-            problem = _invalid_envelope(msg)
+            problem = invalid_envelope(msg)
             if problem is not None:
                 msg_id = msg.get("id") if isinstance(msg, dict) else None
                 if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
@@ -412,7 +343,7 @@ class McpTransport:
             if self.authenticator is not None and principal is not None:
                 for msg in requests:
                     try:
-                        self.authenticator.authorize_message(principal, msg)
+                        self.authenticator.authorize_message(principal, msg, request)
                     except AuthRejection as exc:
                         if msg["method"] == "tools/call":
                             self._record_denied(session, principal, msg)
@@ -430,43 +361,30 @@ class McpTransport:
                 return json_error(400, INVALID_REQUEST, "Invalid Request: request id already in use", ids[0])
         upstream = session.upstream
         if not requests:
-            self._send(session, messages, raw)
+            session.forward(messages, raw)
             await upstream.drain()
             return web.Response(status=202)
         q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
         stream = session.new_stream(json_mode=q_json > q_sse)
         for msg in requests:
-            session.register(msg["id"], msg["method"], msg.get("params"), stream, principal)
-        self._send(session, messages, raw)
+            session.register(msg, stream, principal, self._result_filter(principal, msg["method"]))
+        session.forward(messages, raw)
         await upstream.drain()
         if stream.json_mode:
             return await self._json_reply(session, stream, batch=raw is None)
         return await self._sse_reply(request, session, stream, initialize=False)
 
-    def _send(self, session: Session, messages: list[dict[str, Any]], raw: bytes | None) -> None:
-        upstream = session.upstream
-        if raw is not None:
-            upstream.send(raw)
-        else:
-            for msg in messages:
-                upstream.send(json_bytes(msg))
-        for msg in messages:
-            if msg.get("method") == "notifications/cancelled":
-                params = msg.get("params")
-                if isinstance(params, dict) and isinstance(params.get("requestId"), (str, int)):
-                    session.cancel(params["requestId"])
+    def _result_filter(self, principal: Principal | None, method: str) -> ResultFilter | None:
+        """The authenticator's filter of this request's answer, for the caller (tools/list only)."""
+        auth = self.authenticator
+        if auth is None or principal is None or method != "tools/list":
+            return None
+        return lambda message: auth.filter_result(principal, method, message)
 
     def _record_denied(self, session: Session, principal: Principal, msg: dict[str, Any]) -> None:
         """Audit line and TOOL_CALLS sample for a refused call (the auth layer counts AUTHZ_DENIALS itself)."""
-        params = msg.get("params")
-        tool: str = ""
-        args: list[str] = []
-        if isinstance(params, dict):
-            name = params.get("name")
-            tool = name if isinstance(name, str) else ""
-            if isinstance(params.get("arguments"), dict):
-                args = sorted(str(k) for k in params["arguments"])
-        record_tool_call(self.manager, principal, tool, args, "denied", 0.0, session.tag)
+        tool, args = tool_call_facts(msg)
+        record_tool_call(principal, tool, args, "denied", 0.0, session.tag)
 
     async def _initialize(
         self, request: web.Request, principal: Principal | None, msg: dict[str, Any], raw: bytes
@@ -481,7 +399,7 @@ class McpTransport:
             return bad_version
         if self.authenticator is not None and principal is not None:
             try:
-                self.authenticator.authorize_message(principal, msg)
+                self.authenticator.authorize_message(principal, msg, request)
             except AuthRejection as exc:
                 return refusal(exc, 403)
         creating = asyncio.ensure_future(self.manager.create(principal.subject if principal else None))
@@ -504,8 +422,8 @@ class McpTransport:
             return json_error(502, INTERNAL_ERROR, f"Bad Gateway: {session.close_message}", msg_id)
         q_json, q_sse = accept_qualities(request.headers.get("Accept", ""))
         stream = session.new_stream(json_mode=q_json > q_sse)
-        session.register(msg_id, "initialize", msg.get("params"), stream, principal)
-        session.upstream.send(raw)
+        session.register(msg, stream, principal)
+        session.forward([msg], raw)
         try:
             if stream.json_mode:
                 return await self._json_reply(session, stream, batch=False, session_id=session.id)
@@ -525,14 +443,8 @@ class McpTransport:
     async def _json_reply(
         self, session: Session, stream: Stream, *, batch: bool, session_id: str | None = None
     ) -> web.Response:
-        loop = asyncio.get_running_loop()
         while not stream.finished:
-            waiter = loop.create_future()
-            stream.waiter = waiter
-            try:
-                await waiter
-            finally:
-                stream.waiter = None
+            await stream.wait()
         session.retire(stream)
         payloads = [payload.rstrip(b"\n") for _, payload in stream.events]
         headers = {SESSION_HEADER: session_id} if session_id else None
@@ -560,7 +472,7 @@ class McpTransport:
             # A quick answer lets the whole stream leave as one response; a slow one delays the priming event by
             # this much at most.
             try:
-                await _wait(stream, COALESCE_SECONDS)
+                await stream.wait(COALESCE_SECONDS)
             except BaseException:
                 stream.detach(token)  # the client left; the stream stays resumable
                 raise
@@ -614,16 +526,9 @@ class McpTransport:
                     timeout = min(timeout, deadline - loop.time())
                     if timeout <= 0:
                         # Polling: end this connection; the client resumes with Last-Event-ID after `retry`.
-                        await response.write(b"retry: " + str(self.config.sse_retry_ms).encode() + b"\n\n")
+                        await response.write(retry_frame(self.config.sse_retry_ms))
                         break
-                waiter = loop.create_future()
-                stream.waiter = waiter
-                handle = loop.call_later(timeout, _expire, waiter)
-                try:
-                    timed_out = await waiter
-                finally:
-                    handle.cancel()
-                    stream.waiter = None
+                timed_out = await stream.wait(timeout)
                 if timed_out and (deadline is None or loop.time() < deadline):
                     await response.write(KEEPALIVE)
         except (ConnectionError, RuntimeError):
@@ -688,24 +593,6 @@ class McpTransport:
             return found
         self.manager.end_session(found, "client_delete")
         return web.Response(status=204)
-
-
-async def _wait(stream: Stream, seconds: float) -> None:
-    """Until the stream has news or `seconds` pass."""
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-    stream.waiter = waiter
-    handle = loop.call_later(seconds, _expire, waiter)
-    try:
-        await waiter
-    finally:
-        handle.cancel()
-        stream.waiter = None
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
 
 
 def _host_only(hostport: str) -> str:

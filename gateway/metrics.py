@@ -87,3 +87,23 @@ AUTH_VERIFY_DURATION = Histogram(
 
 OTHER = "other"
 """Label value for anything outside a closed set."""
+
+MAX_KNOWN_TOOLS = 1000
+_known_tools: set[str] = set()
+
+
+def learn_tools(tools: object) -> None:
+    """Remember tool names an upstream listed (a tools/list result's `tools`): the only values a tool label takes."""
+    if not isinstance(tools, list):
+        return
+    for tool in tools:
+        if len(_known_tools) >= MAX_KNOWN_TOOLS:
+            return
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if isinstance(name, str):
+            _known_tools.add(name)
+
+
+def tool_label(name: str) -> str:
+    """The tool label for `name`: itself when an upstream listed it, else "other"."""
+    return name if name in _known_tools else OTHER

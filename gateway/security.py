@@ -61,8 +61,13 @@ class Authenticator(Protocol):
     async def authenticate(self, request: web.Request) -> Principal:
         """Return the caller or raise `AuthRejection`."""
 
-    def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
-        """Raise `AuthRejection` (403 insufficient_scope) when the caller may not send this JSON-RPC request."""
+    def authorize_message(
+        self, principal: Principal, message: Mapping[str, Any], request: web.Request | None = None
+    ) -> None:
+        """Raise `AuthRejection` (403 insufficient_scope) when the caller may not send this JSON-RPC request.
+
+        `request` is the HTTP request carrying it, for the URLs a refusal names.
+        """
 
     def filter_result(self, principal: Principal, method: str, message: dict[str, Any]) -> dict[str, Any]:
         """Return the upstream response to a request of `method`, filtered for the caller (tools/list)."""

@@ -1,46 +1,38 @@
-"""Session table and message routing between the HTTP side and each session's upstream.
+"""The session table and the routing of one session's messages between its SSE streams and its upstream channel.
 
-A `Session` owns one `Upstream`, the requests in flight (`Pending`) and its SSE `Stream`s. Each upstream line's
+A `Session` holds a `Channel` to its upstream (its own process or socket in session mode, a lease on the shared
+pool in pool mode: gateway.pool), the requests in flight (`Pending`) and its SSE `Stream`s. Each upstream line's
 envelope (id, method, params.progressToken) is read by `gateway.envelope` (a small line is parsed, a large one read
-from its ends) and the line is forwarded as the same bytes; only a tools/list result filtered by the authenticator
-is re-serialized.
-
-Streams are logical: a request stream lives until its responses are delivered and may be attached to several HTTP
-connections in turn (the POST that opened it, then GETs resuming with Last-Event-ID). Event ids are
-"<stream>-<seq>" with a session-wide sequence, so they are unique within the session and name their stream.
+from its ends) and the line is forwarded as the same bytes; only a tools/list result filtered for the caller is
+re-serialized.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import metrics
+from gateway.audit import record_tool_call
 from gateway.config import GatewayConfig
 from gateway.envelope import Envelope, read_envelope
-from gateway.logging import get_logger, log_later, session_tag
-from gateway.security import Authenticator, Principal
+from gateway.jsonrpc import INTERNAL_ERROR, error_bytes, json_bytes, progress_token, tool_call_facts
+from gateway.logging import get_logger, session_tag
+from gateway.security import Principal
+from gateway.sse import GET_STREAM, Stream, event_frame, priming_frame
 from gateway.upstream import Upstream, UpstreamError, connect_socket, spawn_process
 
 log = get_logger("sessions")
-audit_log = get_logger("audit")
 
-HANDSHAKE_VERSIONS: tuple[str, ...] = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
-PRIMING_FROM = HANDSHAKE_VERSIONS.index("2025-11-25")
-GET_STREAM = 0
 RETIRED_STREAMS_KEPT = 32
 RETIRED_BYTES_KEPT = 4 * 1024 * 1024
 OUTBOX_LIMIT = 4 * 1024 * 1024
 """Bytes queued for one slow SSE connection before the upstream is paused."""
-MAX_KNOWN_TOOLS = 1000
-INTERNAL_ERROR = -32603
-"""The code of every error the gateway answers for the upstream: it exited, timed out, or the session ended."""
 SESSION_CLOSING_ERRORS = {
     "oversized": "upstream message exceeds MAX_MESSAGE_BYTES",
     "shutdown": "gateway shutting down",
@@ -48,106 +40,38 @@ SESSION_CLOSING_ERRORS = {
     "idle_timeout": "session idle timeout",
     "error": "upstream failed",
 }
+ResultFilter = Callable[[dict[str, Any]], dict[str, Any]]
+"""Rewrites a decoded upstream response for the caller (the authenticator's tools/list filter)."""
 
 
-def supports_priming(version: str | None) -> bool:
-    """The 2025-11-25 priming event (id + empty data) confuses older clients, so only send it to newer ones."""
-    return version in HANDSHAKE_VERSIONS and HANDSHAKE_VERSIONS.index(version) >= PRIMING_FROM
+class Channel(Protocol):
+    """What a session needs from its upstream: `gateway.upstream.Upstream` or a `gateway.pool.Lease`."""
 
+    log_context: dict[str, Any]
 
-def error_message(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return {"jsonrpc": "2.0", "id": msg_id, "error": error}
+    @property
+    def pid(self) -> int | None: ...
 
+    def start(self, on_message: Callable[[bytes], None], on_close: Callable[[str], None]) -> None: ...
 
-def json_bytes(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, as the gateway writes its own messages."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # A lone surrogate (a client's id "\\ud800" is valid JSON) has no UTF-8 form; as an escape it goes back
-        # exactly as the client wrote it.
-        return json.dumps(obj, separators=(",", ":")).encode()
+    def forward(self, messages: list[dict[str, Any]], raw: bytes | None) -> None:
+        """Client messages (already checked) for the upstream; `raw` is their body when it can go as it is."""
 
+    async def drain(self) -> None: ...
 
-class Stream:
-    """One SSE stream of a session: its replay buffer and the connection currently draining it, if any."""
+    def pause_reading(self) -> None: ...
 
-    __slots__ = (
-        "attached",
-        "bytes",
-        "delivered_seq",
-        "events",
-        "finished",
-        "json_mode",
-        "open_requests",
-        "outbox",
-        "outbox_bytes",
-        "sid",
-        "waiter",
-    )
+    def resume_reading(self) -> None: ...
 
-    def __init__(self, sid: int, replay: int, *, json_mode: bool = False) -> None:
-        self.sid = sid
-        # A JSON reply needs every response of its batch, so only SSE streams cap what they keep.
-        self.events: deque[tuple[int, bytes]] = deque(maxlen=None if json_mode else replay)
-        self.outbox: deque[tuple[int, bytes]] = deque()
-        self.outbox_bytes = 0
-        self.attached: object | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.open_requests = 0
-        self.finished = False
-        self.json_mode = json_mode
-        self.delivered_seq = 0
-        self.bytes = 0
-        """Bytes ever pushed: an upper bound of what the replay buffer holds."""
+    async def close(self, reason: str = "closed") -> None: ...
 
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def push(self, seq: int, frame: bytes) -> None:
-        self.events.append((seq, frame))
-        self.bytes += len(frame)
-        if self.attached is not None:
-            self.outbox.append((seq, frame))
-            self.outbox_bytes += len(frame)
-            self.wake()
-
-    def attach(self, token: object, after_seq: int | None) -> None:
-        """Make `token`'s connection the reader; queue buffered events newer than `after_seq` (None: undelivered)."""
-        if self.attached is not None and self.attached is not token:
-            self.wake()  # the previous connection notices it was replaced and ends
-        self.attached = token
-        start = self.delivered_seq if after_seq is None else after_seq
-        self.outbox = deque(item for item in self.events if item[0] > start)
-        self.outbox_bytes = sum(len(frame) for _, frame in self.outbox)
-
-    def detach(self, token: object) -> None:
-        if self.attached is token:
-            self.attached = None
-            self.outbox.clear()
-            self.outbox_bytes = 0
-
-    def take_outbox(self) -> deque[tuple[int, bytes]]:
-        """Everything queued for the connection; the caller writes it."""
-        frames, self.outbox = self.outbox, deque()
-        self.outbox_bytes = 0
-        return frames
-
-    def finish(self) -> None:
-        self.finished = True
-        self.wake()
+    def exit_description(self) -> str: ...
 
 
 class Pending:
     """A client request forwarded upstream and not yet answered."""
 
-    __slots__ = ("arg_names", "method", "principal", "progress_token", "started", "stream", "timer", "tool")
+    __slots__ = ("arg_names", "filter", "method", "principal", "progress_token", "started", "stream", "timer", "tool")
 
     def __init__(self, method: str, stream: Stream, principal: Principal | None) -> None:
         self.method = method
@@ -157,14 +81,15 @@ class Pending:
         self.progress_token: Any = None
         self.tool: str | None = None
         self.arg_names: list[str] = []
+        self.filter: ResultFilter | None = None
         self.timer: asyncio.TimerHandle | None = None
         """Fires at REQUEST_TIMEOUT if the upstream has not answered by then."""
 
 
 class Session:
-    """One MCP session: an upstream, requests in flight, SSE streams."""
+    """One MCP session: an upstream channel, requests in flight, SSE streams."""
 
-    def __init__(self, manager: SessionManager, session_id: str, upstream: Upstream, subject: str | None) -> None:
+    def __init__(self, manager: SessionManager, session_id: str, upstream: Channel, subject: str | None) -> None:
         self.manager = manager
         self.id = session_id
         self.tag = session_tag(session_id) or ""
@@ -219,8 +144,7 @@ class Session:
         """An event with an id and empty data, so the client can resume even before the first message."""
         seq, eid = self.next_event_id(stream)
         stream.delivered_seq = max(stream.delivered_seq, seq)
-        retry = self.manager.config.sse_retry_ms
-        return b"id: " + eid + b"\nretry: " + str(retry).encode() + b"\ndata: \n\n"
+        return priming_frame(eid, self.manager.config.sse_retry_ms)
 
     def deliver(self, stream: Stream, payload: bytes) -> None:
         """Send one JSON-RPC message (bytes, possibly ending in a newline) as an SSE event on `stream`."""
@@ -229,9 +153,7 @@ class Session:
             stream.wake()
             return
         seq, eid = self.next_event_id(stream)
-        # One copy of the payload, however large: the frame is joined from its parts.
-        data = memoryview(payload)[:-1] if payload.endswith(b"\n") else payload
-        stream.push(seq, b"".join((b"id: ", eid, b"\ndata: ", data, b"\n\n")))
+        stream.push(seq, event_frame(eid, payload))
         if stream.outbox_bytes > OUTBOX_LIMIT and stream not in self.pressured:
             # A slow client: stop reading the upstream (its writes block) rather than buffer without bound.
             self.pressured.add(stream)
@@ -246,27 +168,39 @@ class Session:
 
     # --- client -> upstream -------------------------------------------------------------------------------
 
-    def register(self, msg_id: Any, method: str, params: Any, stream: Stream, principal: Principal | None) -> Pending:
+    def register(
+        self,
+        msg: dict[str, Any],
+        stream: Stream,
+        principal: Principal | None,
+        result_filter: ResultFilter | None = None,
+    ) -> Pending:
+        """Track a client request (checked by the transport) until its answer, its timeout or its cancellation."""
+        msg_id = msg["id"]
+        method = msg["method"]
         pending = Pending(method, stream, principal)
-        if isinstance(params, dict):
-            meta = params.get("_meta")
-            if isinstance(meta, dict):
-                token = meta.get("progressToken")
-                if isinstance(token, (str, int)):
-                    pending.progress_token = token
-                    self.progress[token] = pending
-            if method == "tools/call":
-                name = params.get("name")
-                pending.tool = name if isinstance(name, str) else ""
-                arguments = params.get("arguments")
-                if isinstance(arguments, dict):
-                    pending.arg_names = sorted(str(k) for k in arguments)
+        pending.filter = result_filter
+        token = progress_token(msg.get("params"))
+        if token is not None:
+            pending.progress_token = token
+            self.progress[token] = pending
+        if method == "tools/call":
+            pending.tool, pending.arg_names = tool_call_facts(msg)
         self.pending[msg_id] = pending
         stream.open_requests += 1
         timeout = self.manager.config.request_timeout
         if timeout > 0:
             pending.timer = self._loop.call_later(timeout, self._timed_out, msg_id, pending)
         return pending
+
+    def forward(self, messages: list[dict[str, Any]], raw: bytes | None) -> None:
+        """Pass client messages upstream; a notifications/cancelled also ends the cancelled request's stream."""
+        self.upstream.forward(messages, raw)
+        for msg in messages:
+            if msg.get("method") == "notifications/cancelled":
+                params = msg.get("params")
+                if isinstance(params, dict) and isinstance(params.get("requestId"), (str, int)):
+                    self.cancel(params["requestId"])
 
     def cancel(self, msg_id: Any) -> None:
         """The client cancelled a request: the upstream will not answer it, so end its stream without a response."""
@@ -292,9 +226,9 @@ class Session:
             "method": "notifications/cancelled",
             "params": {"requestId": msg_id, "reason": reason},
         }
-        self.upstream.send(json_bytes(cancelled))
+        self.upstream.forward([cancelled], None)
         text = f"Request timed out: the upstream server sent no answer within REQUEST_TIMEOUT ({timeout} s)"
-        self.deliver(pending.stream, json_bytes(error_message(msg_id, INTERNAL_ERROR, text)))
+        self.deliver(pending.stream, error_bytes(msg_id, INTERNAL_ERROR, text))
         self._request_done(pending.stream)
         if pending.method == "initialize":
             # A session whose handshake never finished is of no use to anyone.
@@ -364,10 +298,9 @@ class Session:
                 message = envelope.full()
                 result = message.get("result") if message is not None else None
             if method == "tools/list" and isinstance(result, dict):
-                self.manager.learn_tools(result.get("tools"))
-                auth = self.manager.authenticator
-                if auth is not None and pending.principal is not None and envelope.message is not None:
-                    line = json_bytes(auth.filter_result(pending.principal, method, envelope.message))
+                metrics.learn_tools(result.get("tools"))
+                if pending.filter is not None and envelope.message is not None:
+                    line = json_bytes(pending.filter(envelope.message))
             elif method == "initialize" and isinstance(result, dict):
                 version = result.get("protocolVersion")
                 self.protocol_version = version if isinstance(version, str) else None
@@ -376,7 +309,7 @@ class Session:
             # answer that was meant to be filtered.
             log.exception("upstream_response_failed", session=self.tag, method=method[:100])
             text = "Internal error: the gateway could not process the upstream server's answer"
-            line = json_bytes(error_message(msg_id, INTERNAL_ERROR, text))
+            line = error_bytes(msg_id, INTERNAL_ERROR, text)
             result = None
         self.deliver(pending.stream, line)
         self._request_done(pending.stream)
@@ -389,15 +322,8 @@ class Session:
     def _audit(self, pending: Pending, outcome: str) -> None:
         if pending.method != "tools/call":
             return
-        record_tool_call(
-            self.manager,
-            pending.principal,
-            pending.tool or "",
-            pending.arg_names,
-            outcome,
-            (time.perf_counter() - pending.started) * 1000.0,
-            self.tag,
-        )
+        elapsed_ms = (time.perf_counter() - pending.started) * 1000.0
+        record_tool_call(pending.principal, pending.tool or "", pending.arg_names, outcome, elapsed_ms, self.tag)
 
     def on_upstream_closed(self, reason: str) -> None:
         """The upstream ended (exit, crash, oversized line): fail what is in flight and end the session."""
@@ -409,6 +335,16 @@ class Session:
             message = self.upstream.exit_description()
             self.manager.end_session(self, "upstream_exit", upstream_reason=reason, message=message)
 
+    def fail(self, msg_id: Any, message: str) -> None:
+        """Answer one request in flight with an error (its upstream went away); the session goes on."""
+        pending = self.pending.pop(msg_id, None)
+        if pending is None:
+            return
+        self._forget(pending)
+        self._audit(pending, "failed")
+        self.deliver(pending.stream, error_bytes(msg_id, INTERNAL_ERROR, message))
+        self._request_done(pending.stream)
+
     def fail_all(self, message: str) -> None:
         """Answer every request in flight with an error carrying `message`, then end every stream."""
         pending, self.pending = self.pending, {}
@@ -419,7 +355,7 @@ class Session:
                     if item.timer is not None:
                         item.timer.cancel()
                     self._audit(item, "failed")
-                    self.deliver(item.stream, json_bytes(error_message(msg_id, INTERNAL_ERROR, message)))
+                    self.deliver(item.stream, error_bytes(msg_id, INTERNAL_ERROR, message))
                     self._request_done(item.stream)
                 except Exception:
                     log.exception("session_fail_request_failed", session=self.tag)
@@ -436,41 +372,6 @@ class Session:
         return any(s.attached is not None for s in self.streams.values())
 
 
-_TOOL_CALL_CHILDREN: dict[tuple[str, str], Any] = {}
-"""Bounded like the label values: known tools (at most MAX_KNOWN_TOOLS, plus "other") times outcomes."""
-
-
-def record_tool_call(
-    manager: SessionManager,
-    principal: Principal | None,
-    tool: str,
-    arg_names: list[str],
-    outcome: str,
-    duration_ms: float,
-    session: str | None,
-) -> None:
-    """One audit line (made at the next log flush) and one metric sample per tools/call.
-
-    Argument values never leave the gateway.
-    """
-    label = tool if tool in manager.known_tools else metrics.OTHER
-    child = _TOOL_CALL_CHILDREN.get((label, outcome))
-    if child is None:
-        child = _TOOL_CALL_CHILDREN[(label, outcome)] = metrics.TOOL_CALLS.labels(label, outcome)
-    child.inc()
-    log_later(
-        audit_log,
-        "tool_call",
-        subject=principal.subject if principal is not None else "anonymous",
-        client_id=principal.client_id if principal is not None else None,
-        tool=tool,
-        arguments=arg_names,
-        outcome=outcome,
-        duration_ms=round(duration_ms, 3),
-        session=session,
-    )
-
-
 class SessionLimit(Exception):
     """No room for another session (MAX_SESSIONS reached or draining)."""
 
@@ -480,21 +381,17 @@ class SessionLimit(Exception):
 
 
 class SessionManager:
-    """Creates, finds, reaps and closes sessions; owns the warm pool and every upstream."""
+    """Creates, finds, reaps and closes sessions; owns the warm pool and every per-session upstream."""
 
-    def __init__(self, config: GatewayConfig, authenticator: Authenticator | None = None) -> None:
+    def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.authenticator = authenticator
         self.sessions: dict[str, Session] = {}
-        self.known_tools: set[str] = set()
         self.draining = False
         self._creating = 0
-        self._pool: deque[Upstream] = deque()
+        self._warm: deque[Upstream] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refill_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
-        self._labels = 0
-        self.on_drained: Callable[[], None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -523,8 +420,8 @@ class SessionManager:
                     await task
         for session in list(self.sessions.values()):
             self.end_session(session, "shutdown")
-        while self._pool:
-            self._spawn_task(self._pool.popleft().close("shutdown"))
+        while self._warm:
+            self._spawn_task(self._warm.popleft().close("shutdown"))
         metrics.WARM_POOL_SIZE.set(0)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -539,48 +436,51 @@ class SessionManager:
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
 
-    async def create(self, subject: str | None) -> Session:
-        """Start (or take from the pool) an upstream and register a new session; raises SessionLimit/UpstreamError."""
+    def _admit(self) -> None:
         if self.draining:
             metrics.SESSIONS_REJECTED.labels("draining").inc()
             raise SessionLimit("draining")
         if len(self.sessions) + self._creating >= self.config.max_sessions:
             metrics.SESSIONS_REJECTED.labels("max_sessions").inc()
             raise SessionLimit("max_sessions")
+
+    async def create(self, subject: str | None) -> Session:
+        """Open an upstream channel and register a new session; raises SessionLimit/UpstreamError."""
+        self._admit()
         self._creating += 1
         try:
-            upstream = self._take_warm()
-            if upstream is None:
-                try:
-                    upstream = await self._open_upstream()
-                except UpstreamError:
-                    metrics.SESSIONS_REJECTED.labels("upstream_error").inc()
-                    raise
-            self._schedule_refill()
+            channel = await self._open_channel()
         finally:
             self._creating -= 1
         if self.draining:
-            self._spawn_task(upstream.close("shutdown"))
+            self._spawn_task(channel.close("shutdown"))
             metrics.SESSIONS_REJECTED.labels("draining").inc()
             raise SessionLimit("draining")
         session_id = secrets.token_urlsafe(32)
-        session = Session(self, session_id, upstream, subject)
+        session = Session(self, session_id, channel, subject)
         self.sessions[session_id] = session
-        upstream.start(session.on_upstream_message, session.on_upstream_closed)
+        channel.start(session.on_upstream_message, session.on_upstream_closed)
         metrics.SESSIONS_OPENED.inc()
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
-        log.info("session_opened", session=session.tag, upstream_pid=upstream.pid)
+        log.info("session_opened", session=session.tag, upstream_pid=channel.pid)
         return session
 
+    async def _open_channel(self) -> Channel:
+        """The new session's own upstream: a warm one, or one started now."""
+        upstream = self._take_warm()
+        if upstream is None:
+            try:
+                upstream = await self._open_upstream()
+            except UpstreamError:
+                metrics.SESSIONS_REJECTED.labels("upstream_error").inc()
+                raise
+        self._schedule_refill()
+        return upstream
+
     async def _open_upstream(self) -> Upstream:
-        self._labels += 1
         if self.config.upstream_socket:
-            return await connect_socket(
-                self.config.upstream_socket, max_message_bytes=self.config.max_message_bytes, label=str(self._labels)
-            )
-        return await spawn_process(
-            self.config.upstream_command, max_message_bytes=self.config.max_message_bytes, label=str(self._labels)
-        )
+            return await connect_socket(self.config.upstream_socket, max_message_bytes=self.config.max_message_bytes)
+        return await spawn_process(self.config.upstream_command, max_message_bytes=self.config.max_message_bytes)
 
     def end_session(
         self, session: Session, reason: str, upstream_reason: str | None = None, message: str | None = None
@@ -612,16 +512,6 @@ class SessionManager:
     def close_later(self, session: Session, reason: str) -> None:
         asyncio.get_running_loop().call_soon(self.end_session, session, reason)
 
-    def learn_tools(self, tools: Any) -> None:
-        """Remember tool names the upstream listed: the only values the tool metric label may take."""
-        if not isinstance(tools, list):
-            return
-        for tool in tools:
-            if len(self.known_tools) >= MAX_KNOWN_TOOLS:
-                return
-            if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                self.known_tools.add(tool["name"])
-
     async def _reap_loop(self) -> None:
         timeout = self.config.session_idle_timeout
         interval = min(max(timeout / 4, 0.05), 30.0)
@@ -638,9 +528,9 @@ class SessionManager:
     # --- warm pool ----------------------------------------------------------------------------------------
 
     def _take_warm(self) -> Upstream | None:
-        while self._pool:
-            upstream = self._pool.popleft()
-            metrics.WARM_POOL_SIZE.set(len(self._pool))
+        while self._warm:
+            upstream = self._warm.popleft()
+            metrics.WARM_POOL_SIZE.set(len(self._warm))
             if upstream.alive:
                 return upstream
             self._spawn_task(upstream.close("closed"))
@@ -654,7 +544,7 @@ class SessionManager:
 
     async def _refill(self) -> None:
         failures = 0
-        while not self.draining and len(self._pool) < self.config.warm_pool_size:
+        while not self.draining and len(self._warm) < self.config.warm_pool_size:
             try:
                 upstream = await self._open_upstream()
             except Exception as exc:  # UpstreamError, or a bug: either way retry later rather than stop refilling
@@ -665,9 +555,5 @@ class SessionManager:
             if self.draining:
                 await upstream.close("shutdown")
                 return
-            self._pool.append(upstream)
-            metrics.WARM_POOL_SIZE.set(len(self._pool))
-
-    @property
-    def pool_size(self) -> int:
-        return len(self._pool)
+            self._warm.append(upstream)
+            metrics.WARM_POOL_SIZE.set(len(self._warm))

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway import metrics
+from gateway.jsonrpc import json_bytes
 from gateway.logging import get_logger
 
 log = get_logger("upstream")
@@ -104,8 +105,7 @@ class _StderrLog:
 class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
     """A framed JSON-lines channel to one MCP server; create with `spawn_process` or `connect_socket`."""
 
-    def __init__(self, *, label: str, max_message_bytes: int) -> None:
-        self.label = label
+    def __init__(self, *, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
         self.log_context: dict[str, Any] = {}
         self.close_reason: str | None = None
@@ -292,6 +292,14 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
             return
         writer.write(line + b"\n")
 
+    def forward(self, messages: list[dict[str, Any]], raw: bytes | None) -> None:
+        """Client messages for this upstream: `raw` (their body as received) when given, else each one encoded."""
+        if raw is not None:
+            self.send(raw)
+            return
+        for message in messages:
+            self.send(json_bytes(message))
+
     # --- ending -------------------------------------------------------------------------------------------
 
     def _ended(self, reason: str) -> None:
@@ -307,9 +315,6 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
     async def close(self, reason: str = "closed") -> None:
         """End the channel and release everything it owns; safe to call more than once."""
         await self._shutdown(reason, initiated=True)
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     async def _shutdown(self, reason: str, *, initiated: bool) -> None:
         if self._closing:
@@ -427,10 +432,10 @@ def _signal_name(number: int) -> str:
         return ""
 
 
-async def spawn_process(argv: Sequence[str], *, max_message_bytes: int, label: str) -> Upstream:
+async def spawn_process(argv: Sequence[str], *, max_message_bytes: int) -> Upstream:
     """Start the upstream command with pipes on stdin/stdout/stderr, in its own process group."""
     loop = asyncio.get_running_loop()
-    upstream = Upstream(label=label, max_message_bytes=max_message_bytes)
+    upstream = Upstream(max_message_bytes=max_message_bytes)
     started = time.perf_counter()
     try:
         transport, _ = await loop.subprocess_exec(
@@ -453,10 +458,10 @@ async def spawn_process(argv: Sequence[str], *, max_message_bytes: int, label: s
     return upstream
 
 
-async def connect_socket(path: str, *, max_message_bytes: int, label: str) -> Upstream:
+async def connect_socket(path: str, *, max_message_bytes: int) -> Upstream:
     """Connect one Unix-socket stream to the upstream, e.g. a socat listener that forks a server per connection."""
     loop = asyncio.get_running_loop()
-    upstream = Upstream(label=label, max_message_bytes=max_message_bytes)
+    upstream = Upstream(max_message_bytes=max_message_bytes)
     started = time.perf_counter()
     try:
         transport, _ = await loop.create_unix_connection(lambda: upstream, path)

@@ -55,7 +55,9 @@ class FakeAuthenticator:
             )
         return Principal(subject=f"test|{user}", client_id="cli-1", scopes=frozenset(), expires_at=time.time() + 60)
 
-    def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
+    def authorize_message(
+        self, principal: Principal, message: Mapping[str, Any], request: web.Request | None = None
+    ) -> None:
         self.calls.append(f"authorize:{message.get('method')}")
         params = message.get("params") or {}
         if (

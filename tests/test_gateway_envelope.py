@@ -28,18 +28,18 @@ def serialize(message: dict[str, Any], order: str, spaced: bool) -> bytes:
     return json.dumps(ordered, separators=separators).encode() + b"\n"
 
 
-def truth(line: bytes) -> tuple[Any, str | None, bool, bool, bool]:
-    """(id, method, has id, error response, result.isError) from a full parse."""
+def truth(line: bytes) -> tuple[Any, str | None, bool, bool]:
+    """(id, method, error response, result.isError) from a full parse."""
     message = json.loads(line)
     result = message.get("result")
     is_error = "error" in message or (isinstance(result, dict) and result.get("isError") is True)
-    return message.get("id"), message.get("method"), "id" in message, "error" in message, is_error
+    return message.get("id"), message.get("method"), "error" in message, is_error
 
 
-def observed(line: bytes) -> tuple[Any, str | None, bool, bool, bool]:
+def observed(line: bytes) -> tuple[Any, str | None, bool, bool]:
     envelope = read_envelope(line)
     assert envelope is not None
-    return envelope.id, envelope.method, envelope.has_id, envelope.error, envelope.result_is_error()
+    return envelope.id, envelope.method, envelope.error, envelope.result_is_error()
 
 
 IDS = [7, 0, -3, 123456789012, "req-1", 'quoted "id" \\ é', ""]
@@ -96,7 +96,7 @@ def test_lines_whose_ends_cannot_tell_are_parsed() -> None:
         line = json.dumps(message).encode() + b"\n"
         envelope = read_envelope(line)
         assert envelope is not None
-        seen = (envelope.id, envelope.method, envelope.has_id, envelope.error, envelope.result_is_error())
+        seen = (envelope.id, envelope.method, envelope.error, envelope.result_is_error())
         assert seen == truth(line)
         assert envelope.message == message, "what the ends cannot tell is decoded from the whole line"
 
@@ -105,7 +105,7 @@ def test_small_lines_are_always_parsed() -> None:
     line = b'{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}\n'
     envelope = read_envelope(line)
     assert envelope is not None and envelope.message is not None
-    assert observed(line) == truth(line) == (1, None, True, False, True)
+    assert observed(line) == truth(line) == (1, None, False, True)
 
 
 def test_lines_that_are_not_json_objects() -> None:

@@ -49,7 +49,9 @@ class BuggyAuthenticator:
     async def authenticate(self, request: web.Request) -> Principal:
         return Principal(subject="test|user", client_id="cli", scopes=frozenset(), expires_at=time.time() + 60)
 
-    def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
+    def authorize_message(
+        self, principal: Principal, message: Mapping[str, Any], request: web.Request | None = None
+    ) -> None:
         if message.get("method") == "tools/call":
             raise RuntimeError("planted bug in authorize_message")
 

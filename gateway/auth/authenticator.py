@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,16 +17,12 @@ from gateway.auth.jwks import KeySource
 from gateway.auth.metadata import base_url, metadata_routes, resource_metadata_url
 from gateway.auth.refusals import refuse
 from gateway.auth.verify import AuthError, TokenVerifier
-from gateway.metrics import AUTH_RESULTS, AUTH_VERIFY_DURATION, AUTHZ_DENIALS, OTHER
+from gateway.metrics import AUTH_RESULTS, AUTH_VERIFY_DURATION, AUTHZ_DENIALS, learn_tools, tool_label
 from gateway.security import Principal
 
 log = structlog.get_logger(component="auth")
 
-_MAX_KNOWN_TOOLS = 512
 _LOG_FIELD_CHARS = 200
-
-# The origin of the request being served, for challenges raised outside authenticate() when PUBLIC_URL is unset.
-_request_base: ContextVar[str] = ContextVar("auth_request_base", default="")
 
 
 class OidcAuthenticator:
@@ -42,8 +37,6 @@ class OidcAuthenticator:
         # scope-selection rules say) gets a token for all the tools its user may be granted; a 403 names
         # exactly what is missing.
         self._all_scopes = " ".join(cfg.all_scopes())
-        # Tool names the upstream listed: the only values AUTHZ_DENIALS may carry as its tool label.
-        self._known_tools: set[str] = set()
 
     async def start(self) -> None:
         if plain_http_off_loopback(self.cfg.issuer):
@@ -64,7 +57,6 @@ class OidcAuthenticator:
 
     async def authenticate(self, request: web.Request) -> Principal:
         base = base_url(self.cfg, request)
-        _request_base.set(base)
         metadata = resource_metadata_url(self.cfg, base)
         started = time.perf_counter()
         token: str | None = None
@@ -120,7 +112,9 @@ class OidcAuthenticator:
 
     # Authorization ---------------------------------------------------------------------------------------------
 
-    def authorize_message(self, principal: Principal, message: Mapping[str, Any]) -> None:
+    def authorize_message(
+        self, principal: Principal, message: Mapping[str, Any], request: web.Request | None = None
+    ) -> None:
         if message.get("method") != "tools/call":
             return
         params = message.get("params")
@@ -130,14 +124,13 @@ class OidcAuthenticator:
         missing = needed - principal.scopes
         if not missing:
             return
-        label = tool if tool in self._known_tools else OTHER
-        AUTHZ_DENIALS.labels(tool=label).inc()
+        AUTHZ_DENIALS.labels(tool=tool_label(tool)).inc()
         # Step-up: name everything the client should ask for next time (RFC 6750 section 3.1, MCP scope challenge).
         scope = " ".join(sorted(principal.scopes | needed | self.cfg.required_scopes))
         raise refuse(
             "insufficient_scope",
             f"Tool {tool[:_LOG_FIELD_CHARS]} requires scope: {' '.join(sorted(missing))}",
-            resource_metadata=resource_metadata_url(self.cfg, self._base()),
+            resource_metadata=resource_metadata_url(self.cfg, self._base(request)),
             scope=scope,
             subject=principal.subject,
             tool=tool[:_LOG_FIELD_CHARS],
@@ -151,18 +144,20 @@ class OidcAuthenticator:
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return message
         kept: list[Any] = []
+        learn_tools(result["tools"])
         for tool in result["tools"]:
             name = tool.get("name") if isinstance(tool, dict) else None
             if not isinstance(name, str):
                 continue
-            if len(self._known_tools) < _MAX_KNOWN_TOOLS:
-                self._known_tools.add(name)
             if self.cfg.scopes_for_tool(name) <= principal.scopes:
                 kept.append(tool)
         return {**message, "result": {**result, "tools": kept}}
 
-    def _base(self) -> str:
-        return self.cfg.public_url or _request_base.get()
+    def _base(self, request: web.Request | None) -> str:
+        """PUBLIC_URL, else the origin of the request being refused (empty when there is none)."""
+        if self.cfg.public_url:
+            return self.cfg.public_url
+        return base_url(self.cfg, request) if request is not None else ""
 
 
 def plain_http_off_loopback(url: str) -> bool:

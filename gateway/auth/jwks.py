@@ -57,7 +57,6 @@ class SigningKey:
 @dataclass(frozen=True, slots=True)
 class KeySet:
     keys: Mapping[str | None, SigningKey]
-    fetched_at: float
     ttl: float
 
 
@@ -349,7 +348,7 @@ class KeySource:
             ttl = max_age(resp_headers.get("Cache-Control"), cfg.jwks_default_ttl, cfg.jwks_min_ttl, cfg.jwks_max_ttl)
             if status == 304 and self._keyset is not None:
                 JWKS_FETCHES.labels(outcome="not_modified").inc()
-                keyset = KeySet(keys=self._keyset.keys, fetched_at=time.monotonic(), ttl=ttl)
+                keyset = KeySet(keys=self._keyset.keys, ttl=ttl)
             else:
                 try:
                     keys = parse_jwks(doc, cfg.algorithms)
@@ -360,7 +359,7 @@ class KeySource:
                 if not keys:
                     raise FetchError(f"JWKS at {uri} has no usable signing key")
                 JWKS_FETCHES.labels(outcome="success").inc()
-                keyset = KeySet(keys=keys, fetched_at=time.monotonic(), ttl=ttl)
+                keyset = KeySet(keys=keys, ttl=ttl)
                 self._etag = resp_headers.get("ETag")
         except FetchError as exc:
             JWKS_FETCHES.labels(outcome="error").inc()
