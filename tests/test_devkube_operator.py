@@ -58,8 +58,11 @@ class Api:
         return {p.metadata.name: p for p in items}
 
     def events(self, name_prefix: str = "pg") -> list[Any]:
-        return [e for e in self.core.list_namespaced_event("default").items
-                if e.involved_object.name.startswith(name_prefix)]
+        """Events about objects whose name starts with `name_prefix`, oldest first (a list comes in name order, and
+        event names end in random hex, so order by resourceVersion, which grows with every write)."""
+        items = [e for e in self.core.list_namespaced_event("default").items
+                 if e.involved_object.name.startswith(name_prefix)]
+        return sorted(items, key=lambda e: int(e.metadata.resource_version))
 
     def settle(self, timeout: float = 15.0) -> None:
         """Wait until the operator has looked at every change and nothing moves any more."""

@@ -25,10 +25,10 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult
 
 from tests.fixtures.gateway import free_port
 from tests.fixtures.idp import ISSUED_TOKENS, LOG_FILES, SECRETS
+from tests.test_server_helpers import ok
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN_PATH = "/usr/bin:/bin"
@@ -254,22 +254,11 @@ def assert_clean_exit(script: RunScript, code: int, expected: int) -> None:
 # MCP helpers --------------------------------------------------------------------------------------------------
 
 
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(c, "text", "") for c in result.content)
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert isinstance(result, CallToolResult)
-    assert not result.is_error, f"{tool}: {text(result)}"
-    return text(result)
-
-
 async def wait_for(client: Client, tool: str, predicate: Any, **arguments: Any) -> str:
     """Call `tool` until its answer satisfies `predicate` (the sandbox operator steps about once a second)."""
     deadline = time.monotonic() + 60
     while True:
-        answer = await call(client, tool, **arguments)
+        answer = await ok(client, tool, **arguments)
         if predicate(answer):
             return answer
         assert time.monotonic() < deadline, f"{tool} never satisfied the condition; last answer:\n{answer}"
@@ -322,17 +311,17 @@ async def test_a_new_user_runs_the_product_without_a_cluster_and_manages_one_end
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0))
     async with http, Client(streamable_http_client(script.mcp_url, http_client=http)) as client:
         await wait_for(client, "get_cluster_status", lambda s: "Cluster in healthy state" in s, name="demo")
-        instances = await call(client, "list_instances", cluster="demo")
+        instances = await ok(client, "list_instances", cluster="demo")
         assert "primary" in instances and instances.count("replica") == 2, instances
 
-        await call(client, "scale_cluster", name="demo", instances=2)
+        await ok(client, "scale_cluster", name="demo", instances=2)
         await wait_for(client, "list_instances", lambda s: "demo-3" not in s and "demo-2" in s, cluster="demo")
         await wait_for(client, "get_cluster_status", lambda s: "Cluster in healthy state" in s, name="demo")
 
-        backups = await call(client, "list_backups")
+        backups = await ok(client, "list_backups")
         assert "no backups" in backups.lower(), backups
 
-        await call(client, "delete_cluster", name="demo", confirm="demo")
+        await ok(client, "delete_cluster", name="demo", confirm="demo")
         await wait_for(client, "list_clusters", lambda s: "demo" not in s)
 
     code = script.stop(signal.SIGTERM)
@@ -395,7 +384,7 @@ async def test_with_a_kubeconfig_the_real_cluster_is_used_and_no_sandbox_starts(
     token = script.token()
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0))
     async with http, Client(streamable_http_client(script.mcp_url, http_client=http)) as client:
-        listed = await call(client, "list_clusters")
+        listed = await ok(client, "list_clusters")
         assert "SANDBOX" not in listed
     assert any(r.path.endswith("/clusters") for r in kube_api.requests), "the server did not use the kubeconfig"
 
