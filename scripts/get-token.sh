@@ -19,7 +19,7 @@ if [ -z "$secret" ] && [ -n "${MCP_CLIENT_SECRET_FILE:-}" ]; then
 fi
 [ -n "$secret" ] || die "set MCP_CLIENT_SECRET or MCP_CLIENT_SECRET_FILE"
 
-json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); v=d.get(sys.argv[1]); print(v[0] if isinstance(v,list) else (v or ""))' "$1"; }
+json_field() { python3 -I -S -c 'import json,sys; d=json.load(sys.stdin); v=d.get(sys.argv[1]); print(v[0] if isinstance(v,list) else (v or ""))' "$1"; }
 fetch() { curl -fsS --max-time 15 -H 'Accept: application/json' "$1"; }
 
 endpoint="${MCP_TOKEN_ENDPOINT:-}"

@@ -238,55 +238,16 @@ JOBS: dict[str, Callable[[ShortLivedIdp, RunningGateway, Path], Outcome]] = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def clients(
     short_idp: ShortLivedIdp, auth_gateway: RunningGateway, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Future[Outcome]]]:
-    """Every long client run, started at once in its own thread; a test waits for its own."""
+    """Every long client run, started with the module, each in its own thread; the short tests run meanwhile, and
+    the tests at the end of the module each wait for their own run."""
     with ThreadPoolExecutor(len(JOBS)) as pool:
         yield {
             name: pool.submit(job, short_idp, auth_gateway, tmp_path_factory.mktemp(name)) for name, job in JOBS.items()
         }
-
-
-def test_stdio_client_credentials_keeps_working_across_expiries_and_steps_up(
-    clients: dict[str, Future[Outcome]],
-) -> None:
-    outcome = clients["stdio"].result(timeout=100)
-    [log] = outcome.logs
-    assert "the server asks for more scopes" in log  # echo needs cnpg:write: 403 insufficient_scope, step-up
-    assert log.count("got an access token") >= 4, log
-    assert_no_secret(log, *outcome.secrets)
-
-
-def test_listen_proxy_keeps_working_across_expiries(clients: dict[str, Future[Outcome]]) -> None:
-    outcome = clients["listen"].result(timeout=100)
-    [log] = outcome.logs
-    assert log.count("got an access token") >= 4, log
-    assert_no_secret(log, *outcome.secrets)
-
-
-def test_authorization_code_runs_headless_and_refreshes_across_expiries(clients: dict[str, Future[Outcome]]) -> None:
-    outcome = clients["code"].result(timeout=100)
-    [log] = outcome.logs
-    assert log.count("signing in") == 1, log  # one authorization, then refresh tokens
-    assert log.count("stored new tokens") >= 4, log
-    assert outcome.cache is not None and stat.S_IMODE(outcome.cache.stat().st_mode) == 0o600
-    stored = json.loads(outcome.cache.read_text())
-    assert stored["tokens"]["refresh_token"] and stored["client"]["client_id"]  # DCR, cached
-    assert_no_secret(log, *outcome.secrets)
-
-
-def test_authorization_code_answers_a_401_for_an_unexpired_token_with_the_refresh_token(
-    clients: dict[str, Future[Outcome]],
-) -> None:
-    outcome = clients["refused"].result(timeout=100)
-    first, second = outcome.logs
-    assert first.count("signing in") == 1, first
-    assert "trying the refresh token" in second, second
-    assert "signing in" not in second, second  # no new authorization: the refresh token was enough
-    assert "stored new tokens" in second, second  # the refreshed token (and more, if the call outlived it)
-    assert_no_secret(first + second, *outcome.secrets)
 
 
 def test_get_token_script_prints_only_a_token_the_gateway_accepts(
@@ -362,3 +323,46 @@ async def test_a_request_stream_closed_early_is_resumed_with_last_event_id(
     log = log_path.read_text()
     assert "the stream ended before its response; resuming it in 200 ms" in log, log
     assert "ERROR" not in log, log
+
+
+# The long clients' results -----------------------------------------------------------------------------------
+
+
+def test_stdio_client_credentials_keeps_working_across_expiries_and_steps_up(
+    clients: dict[str, Future[Outcome]],
+) -> None:
+    outcome = clients["stdio"].result(timeout=100)
+    [log] = outcome.logs
+    assert "the server asks for more scopes" in log  # echo needs cnpg:write: 403 insufficient_scope, step-up
+    assert log.count("got an access token") >= 4, log
+    assert_no_secret(log, *outcome.secrets)
+
+
+def test_listen_proxy_keeps_working_across_expiries(clients: dict[str, Future[Outcome]]) -> None:
+    outcome = clients["listen"].result(timeout=100)
+    [log] = outcome.logs
+    assert log.count("got an access token") >= 4, log
+    assert_no_secret(log, *outcome.secrets)
+
+
+def test_authorization_code_runs_headless_and_refreshes_across_expiries(clients: dict[str, Future[Outcome]]) -> None:
+    outcome = clients["code"].result(timeout=100)
+    [log] = outcome.logs
+    assert log.count("signing in") == 1, log  # one authorization, then refresh tokens
+    assert log.count("stored new tokens") >= 4, log
+    assert outcome.cache is not None and stat.S_IMODE(outcome.cache.stat().st_mode) == 0o600
+    stored = json.loads(outcome.cache.read_text())
+    assert stored["tokens"]["refresh_token"] and stored["client"]["client_id"]  # DCR, cached
+    assert_no_secret(log, *outcome.secrets)
+
+
+def test_authorization_code_answers_a_401_for_an_unexpired_token_with_the_refresh_token(
+    clients: dict[str, Future[Outcome]],
+) -> None:
+    outcome = clients["refused"].result(timeout=100)
+    first, second = outcome.logs
+    assert first.count("signing in") == 1, first
+    assert "trying the refresh token" in second, second
+    assert "signing in" not in second, second  # no new authorization: the refresh token was enough
+    assert "stored new tokens" in second, second  # the refreshed token (and more, if the call outlived it)
+    assert_no_secret(first + second, *outcome.secrets)
