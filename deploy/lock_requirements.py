@@ -30,7 +30,8 @@ SANDBOX_HEADER = """\
 """
 
 
-def _key(name: str) -> str:
+def normalize(name: str) -> str:
+    """A distribution name as pip compares it."""
     return name.lower().replace("_", "-").replace(".", "-")
 
 
@@ -40,11 +41,11 @@ def runtime_closure(project: str = PROJECT, extra: str = "") -> dict[str, str]:
     done: set[tuple[str, frozenset[str]]] = set()
 
     def visit(name: str, extras: frozenset[str]) -> None:
-        if (_key(name), extras) in done:
+        if (normalize(name), extras) in done:
             return
-        done.add((_key(name), extras))
+        done.add((normalize(name), extras))
         dist = metadata.distribution(name)
-        pinned[_key(dist.metadata["Name"])] = dist.version
+        pinned[normalize(dist.metadata["Name"])] = dist.version
         for line in dist.requires or []:
             req = Requirement(line)
             wanted = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""}))
@@ -54,7 +55,7 @@ def runtime_closure(project: str = PROJECT, extra: str = "") -> dict[str, str]:
     for line in metadata.distribution(project).requires or []:
         req = Requirement(line)
         if req.marker is None or req.marker.evaluate({"extra": ""}) or req.marker.evaluate({"extra": extra}):
-            if _key(req.name) != _key(project):
+            if normalize(req.name) != normalize(project):
                 visit(req.name, frozenset(req.extras))
     return pinned
 
