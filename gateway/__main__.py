@@ -57,6 +57,7 @@ async def serve(config: GatewayConfig) -> int:
             mcp_path=config.mcp_path,
             metrics_port=config.metrics_port,
             upstream="socket" if config.upstream_socket else "process",
+            upstream_mode=config.upstream_mode,
             auth=config.auth is not None,
             pid=os.getpid(),
         )

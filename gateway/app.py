@@ -35,6 +35,8 @@ class GatewayState:
     def ready(self) -> bool:
         if not self.serving or self.draining:
             return False
+        if not self.manager.ready():
+            return False
         return self.authenticator is None or self.authenticator.is_ready()
 
 
@@ -126,7 +128,12 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
     async def ready(_: web.Request) -> web.Response:
         if state.ready():
             return web.json_response({"status": "ready", "service": config.service_name})
-        reason = "draining" if state.draining else "starting"
+        if state.draining:
+            reason = "draining"
+        elif state.serving and not manager.ready():
+            reason = "upstream_unavailable"
+        else:
+            reason = "starting"
         return web.json_response({"status": "not_ready", "reason": reason, "service": config.service_name}, status=503)
 
     async def lifetime(_: web.Application) -> AsyncIterator[None]:

@@ -34,6 +34,7 @@ from gateway.settings import (
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+UPSTREAM_MODES = ("session", "pool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,13 @@ class GatewayConfig:
     mcp_path: str = "/mcp"
     upstream_command: tuple[str, ...] = ("cnpg-mcp-server",)
     upstream_socket: str | None = None
+    upstream_mode: str = "session"
+    """session: one upstream per MCP session; pool: sessions share POOL_MIN..POOL_MAX long-lived upstreams."""
+    pool_min: int = 1
+    pool_max: int = 8
+    pool_idle_timeout: float = 300.0
+    pool_recycle_after: int = 0
+    pool_queue_timeout: float = 30.0
     allowed_origins: frozenset[str] = frozenset()
     """Exact origins ("scheme://host[:port]") allowed besides loopback origins, which are always allowed."""
     session_idle_timeout: float = 1800.0
@@ -100,6 +108,50 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
         optional_text,
         "Unix socket connected once per session instead of spawning a process "
         "(e.g. served by socat UNIX-LISTEN:PATH,fork,mode=600 EXEC:cnpg-mcp-server).",
+    ),
+    Setting(
+        "upstream_mode",
+        "UPSTREAM_MODE",
+        "--upstream-mode",
+        choice(UPSTREAM_MODES),
+        "session: one upstream process (or socket connection) per MCP session; pool: every session shares a "
+        "bounded pool of long-lived upstreams, for servers that keep no per-session state (default session).",
+    ),
+    Setting(
+        "pool_min",
+        "POOL_MIN",
+        "--pool-min",
+        integer(0),
+        "Pool mode: upstream processes kept running even when idle; started with the gateway (default 1).",
+    ),
+    Setting(
+        "pool_max",
+        "POOL_MAX",
+        "--pool-max",
+        integer(1),
+        "Pool mode: most upstream processes at once; requests wait for a free one beyond that (default 8).",
+    ),
+    Setting(
+        "pool_idle_timeout",
+        "POOL_IDLE_TIMEOUT",
+        "--pool-idle-timeout",
+        seconds(allow_zero=False),
+        "Pool mode: seconds a process beyond POOL_MIN may stay idle before it is stopped (default 300).",
+    ),
+    Setting(
+        "pool_recycle_after",
+        "POOL_RECYCLE_AFTER",
+        "--pool-recycle-after",
+        integer(0),
+        "Pool mode: replace a process after this many requests, once its last one is answered; 0 never (default 0).",
+    ),
+    Setting(
+        "pool_queue_timeout",
+        "POOL_QUEUE_TIMEOUT",
+        "--pool-queue-timeout",
+        seconds(allow_zero=True),
+        "Pool mode: seconds a request may wait for a free process before it is answered with a server-busy "
+        "error; 0 waits up to REQUEST_TIMEOUT (default 30).",
     ),
     Setting(
         "allowed_origins",
@@ -238,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; every flag names its environment variable in the help text."""
     parser = argparse.ArgumentParser(
         prog="cnpg-mcp-gateway",
-        description="Streamable HTTP gateway: one stdio MCP server process (or Unix socket) per MCP session. "
+        description="Streamable HTTP gateway in front of a stdio MCP server: one server process (or Unix socket "
+        "connection) per MCP session, or a shared pool of them (--upstream-mode pool). "
         "Every setting is a flag and the environment variable shown; flags win.",
     )
     add_flags(parser.add_argument_group("gateway settings (docs/gateway.md)"), GATEWAY_SETTINGS)
@@ -262,6 +315,8 @@ def load_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> GatewayCo
     if "metrics_host" not in gateway and "host" in gateway:
         gateway["metrics_host"] = gateway["host"]
     config = GatewayConfig(**gateway, auth=build_auth_config(values))
+    if config.pool_min > config.pool_max:
+        raise ConfigError(f"POOL_MIN ({config.pool_min}) must not exceed POOL_MAX ({config.pool_max})")
     if config.auth is None and not config.allow_insecure and not is_loopback_host(config.host):
         raise ConfigError(
             f"HOST={config.host} is not a loopback address and authentication is off (OIDC_ISSUER unset); "

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.jsonrpc import json_bytes
+
 ENVELOPE_ONLY_BYTES = 64 * 1024
 """Lines at least this long are read from their ends; shorter ones are parsed whole."""
 
@@ -94,19 +96,11 @@ class Envelope:
         """The line with its id replaced by `new_id` (the rest as received when only the ends were read)."""
         if self.message is None and self.id_span is not None:
             start, end = self.id_span
-            return b"".join((self.line[:start], _json(new_id), self.line[end:]))
+            return b"".join((self.line[:start], json_bytes(new_id), self.line[end:]))
         message = self.full()
         if message is None:
             raise ValueError("not a JSON object")
-        return _json({**message, "id": new_id})
-
-
-def _json(value: Any) -> bytes:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate: written as an escape, exactly as received
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json_bytes({**message, "id": new_id})
 
 
 def read_envelope(line: bytes) -> Envelope | None:

@@ -52,6 +52,42 @@ UPSTREAM_EXITS = Counter(
 )
 WARM_POOL_SIZE = Gauge("mcp_gateway_warm_pool_size", "Pre-started upstream processes waiting.", registry=REGISTRY)
 
+# Pool mode (UPSTREAM_MODE=pool).
+POOL_PROCESSES = Gauge("mcp_gateway_pool_processes", "Upstream processes in the pool.", registry=REGISTRY)
+POOL_BUSY = Gauge(
+    "mcp_gateway_pool_busy_processes", "Pool processes serving a session's requests right now.", registry=REGISTRY
+)
+POOL_QUEUED = Gauge("mcp_gateway_pool_queued_requests", "Requests waiting for a free pool process.", registry=REGISTRY)
+POOL_QUEUE_WAIT = Histogram(
+    "mcp_gateway_pool_queue_wait_seconds",
+    "Time a request waited for a free pool process (requests that found one at once are not observed).",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+POOL_DISPATCHES = Counter(
+    "mcp_gateway_pool_dispatches_total", "Client requests sent to a pool process.", registry=REGISTRY
+)
+POOL_PROCESS_EXITS = Counter(
+    "mcp_gateway_pool_process_exits_total",
+    "Pool processes that left the pool, by reason (crashed, oversized, idle, recycled, abandoned, start_failed, "
+    "shutdown).",
+    ["reason"],
+    registry=REGISTRY,
+)
+POOL_REJECTED = Counter(
+    "mcp_gateway_pool_rejected_total",
+    "Requests the pool answered with an error instead of serving, by reason (queue_timeout).",
+    ["reason"],
+    registry=REGISTRY,
+)
+POOL_DROPPED = Counter(
+    "mcp_gateway_pool_dropped_messages_total",
+    "Messages not delivered because their owner was not certain, by kind (notification, server_request, response, "
+    "client_answer).",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 # Tool calls (counted whether or not auth is on).
 TOOL_CALLS = Counter(
     "mcp_gateway_tool_calls_total",

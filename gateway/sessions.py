@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.envelope import Envelope, read_envelope
 from gateway.jsonrpc import INTERNAL_ERROR, error_bytes, json_bytes, progress_token, tool_call_facts
 from gateway.logging import get_logger, session_tag
+from gateway.pool import Pool
 from gateway.security import Principal
 from gateway.sse import GET_STREAM, Stream, event_frame, priming_frame
 from gateway.upstream import Upstream, UpstreamError, connect_socket, spawn_process
@@ -392,12 +393,20 @@ class SessionManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refill_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self.pool = Pool(config) if config.upstream_mode == "pool" else None
+        """Pool mode: the shared upstreams every session leases; None in session mode."""
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(), name="session-reaper")
+        if self.pool is not None:
+            await self.pool.start()
         self._schedule_refill()
+
+    def ready(self) -> bool:
+        """Whether new sessions can be served (pool mode: whether the pool can serve)."""
+        return self.pool is None or self.pool.ready()
 
     async def drain(self, grace: float) -> None:
         """Refuse new work, give in-flight requests up to `grace` seconds, then close every session."""
@@ -425,6 +434,8 @@ class SessionManager:
         metrics.WARM_POOL_SIZE.set(0)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.close()
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -466,7 +477,9 @@ class SessionManager:
         return session
 
     async def _open_channel(self) -> Channel:
-        """The new session's own upstream: a warm one, or one started now."""
+        """The new session's own upstream (a warm one, or one started now), or its lease on the pool."""
+        if self.pool is not None:
+            return self.pool.lease()
         upstream = self._take_warm()
         if upstream is None:
             try:
@@ -537,7 +550,7 @@ class SessionManager:
         return None
 
     def _schedule_refill(self) -> None:
-        if self.config.warm_pool_size <= 0 or self.draining:
+        if self.config.warm_pool_size <= 0 or self.draining or self.pool is not None:
             return
         if self._refill_task is None or self._refill_task.done():
             self._refill_task = asyncio.get_running_loop().create_task(self._refill(), name="warm-pool-refill")

@@ -118,6 +118,11 @@ TOOLS: list[types.Tool] = [
         {"type": "object", "properties": {"code": {"type": "integer"}}},
     ),
     tool("whoami", "Returns this server process's pid"),
+    tool(
+        "tagged",
+        "Logs, reports progress, samples and elicits, each carrying the tag; answers with the tag and both replies",
+        string_args("tag"),
+    ),
     tool("change_lists", "Adds the extra tool, resource and prompt, then announces all three lists changed"),
     tool("touch_resource", "Sends resources/updated for a uri if the session subscribed to it", string_args("uri")),
 ]
@@ -342,6 +347,27 @@ async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolReques
         os._exit(code if isinstance(code, int) else 3)
     if name == "whoami":
         return types.CallToolResult(content=[text(str(os.getpid()))])
+    if name == "tagged":
+        # Every message this call causes names its tag, so an isolation test can tell where each one landed.
+        tag = str(args.get("tag", ""))
+        await ctx.session.send_log_message(
+            "warning", f"{tag} log", logger="stdio_server", related_request_id=ctx.request_id
+        )
+        await ctx.session.report_progress(1, 2, f"{tag} progress")
+        reply = await ctx.session.create_message(
+            [types.SamplingMessage(role="user", content=text(f"{tag} sample"))],
+            max_tokens=10,
+            related_request_id=ctx.request_id,
+        )
+        sampled = reply.content.text if isinstance(reply.content, types.TextContent) else ""
+        answer = await ctx.session.elicit_form(
+            f"{tag} elicit",
+            {"type": "object", "properties": {"tag": {"type": "string"}}},
+            related_request_id=ctx.request_id,
+        )
+        await ctx.session.report_progress(2, 2, f"{tag} progress")
+        elicited = (answer.content or {}).get("tag")
+        return types.CallToolResult(content=[text(f"{tag} done: sampled={sampled} elicited={elicited}")])
     if name == "change_lists":
         STATE.extras = True
         await ctx.session.send_tool_list_changed()

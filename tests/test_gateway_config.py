@@ -111,6 +111,16 @@ def test_help_names_every_environment_variable() -> None:
         assert f"[env {variable}]" in text, variable
 
 
+def test_pool_min_above_pool_max_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"POOL_MIN \(3\) must not exceed POOL_MAX \(2\)"):
+        load_config(["--pool-min", "3"], {"POOL_MAX": "2"})
+
+
+def test_session_mode_is_the_default() -> None:
+    assert load_config([], {}).upstream_mode == "session"
+    assert load_config(["--upstream-mode", "pool"], {}).upstream_mode == "pool"
+
+
 def test_help_sends_oidc_readers_to_the_auth_document() -> None:
     text = build_parser().format_help()
     auth_section = text[text.index("authentication settings") :]
@@ -131,6 +141,12 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "MCP_PATH": ("/v1/mcp/", "/mcp?x#y"),
     "UPSTREAM_COMMAND": ("python -m 'my server'", "python 'unterminated"),
     "UPSTREAM_SOCKET": ("/run/mcp.sock", None),
+    "UPSTREAM_MODE": ("pool", "shared"),
+    "POOL_MIN": ("0", "-1"),
+    "POOL_MAX": ("2", "0"),
+    "POOL_IDLE_TIMEOUT": ("60", "0"),
+    "POOL_RECYCLE_AFTER": ("100", "-1"),
+    "POOL_QUEUE_TIMEOUT": ("0", "nan"),
     "ALLOWED_ORIGINS": ("https://a.example.com, https://b.example.com:8443", "https://user:pw@app.example.com"),
     "SESSION_IDLE_TIMEOUT": ("60", "-1"),
     "MAX_SESSIONS": ("5", "0"),

@@ -1,0 +1,283 @@
+"""Pool mode (UPSTREAM_MODE=pool): sessions share a bounded set of server processes, and nothing crosses sessions.
+
+The gateway runs in-process with a test authenticator (header X-Test-User names the principal) in front of
+tests/stdio_server.py. Its `tagged` tool logs, reports progress, samples and elicits, each message naming the tag
+the caller chose, so every message can be traced to the session that must receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway import metrics
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from gateway.security import AuthRejection, Principal
+from tests.fixtures.gateway import McpHttp, read_sse
+
+UPSTREAM = (sys.executable, "-m", "tests.stdio_server")
+WAIT = 60.0
+EVERY_CAPABILITY = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
+
+
+class HeaderAuthenticator:
+    """The principal is whoever X-Test-User names; nothing is ever denied."""
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def is_ready(self) -> bool:
+        return True
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        user = request.headers.get("X-Test-User")
+        if not user:
+            raise AuthRejection(401, "missing_header", {"error_description": "no credentials"}, {})
+        return Principal(subject=f"test|{user}", client_id=user, scopes=frozenset(), expires_at=time.time() + 600)
+
+    def authorize_message(
+        self, principal: Principal, message: Mapping[str, Any], request: web.Request | None = None
+    ) -> None:
+        pass
+
+    def filter_result(self, principal: Principal, method: str, message: dict[str, Any]) -> dict[str, Any]:
+        return message
+
+
+async def start_pool(**settings: Any) -> TestServer:
+    config = GatewayConfig(upstream_command=UPSTREAM, metrics_port=0, upstream_mode="pool", **settings)
+    server = TestServer(create_app(config, authenticator=HeaderAuthenticator()), host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+@pytest.fixture
+async def pool2() -> AsyncIterator[TestServer]:
+    """A pool of at most two processes, so six sessions must share them."""
+    server = await start_pool(pool_min=1, pool_max=2)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def as_user(http: aiohttp.ClientSession, server: TestServer, user: str) -> McpHttp:
+    client = McpHttp(http, str(server.make_url("/mcp")))
+    plain = client.headers
+
+    def headers(**extra: str) -> dict[str, str]:
+        return {"X-Test-User": user, **plain(**extra)}
+
+    client.headers = headers  # type: ignore[method-assign]
+    return client
+
+
+async def call_answering(client: McpHttp, name: str, arguments: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    """Call a tool with progress token "t" (the same in every session) and request id 7 (likewise), answer the
+    server's sampling and elicitation requests with `tag`, and return every message the call's stream carried."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments, "_meta": {"progressToken": "t"}},
+    }
+    seen: list[dict[str, Any]] = []
+    async with client.http.post(client.url, json=body, headers=client.headers()) as response:
+        assert response.status == 200, await response.text()
+        while True:
+            events = await read_sse(response, limit=1)
+            if not events:
+                break
+            if not events[0].data:
+                continue
+            message = events[0].json()
+            seen.append(message)
+            if message.get("method") == "sampling/createMessage":
+                result = {"role": "assistant", "content": {"type": "text", "text": tag}, "model": "m"}
+                await client_answer(client, message["id"], result)
+            elif message.get("method") == "elicitation/create":
+                await client_answer(client, message["id"], {"action": "accept", "content": {"tag": tag}})
+            elif message.get("id") == 7 and "method" not in message:
+                break
+    return seen
+
+
+async def client_answer(client: McpHttp, msg_id: Any, result: dict[str, Any]) -> None:
+    body = {"jsonrpc": "2.0", "id": msg_id, "result": result}
+    async with client.http.post(client.url, json=body, headers=client.headers()) as response:
+        assert response.status == 202, await response.text()
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_concurrent_sessions_of_two_principals_each_get_only_their_own_messages(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    clients = {f"{user}-{n}": as_user(http, pool2, user) for user in ("alice", "bob") for n in range(3)}
+    for client in clients.values():
+        await client.initialize(EVERY_CAPABILITY)
+        assert (await client.request("logging/setLevel", {"level": "debug"}))["result"] == {}
+    dropped_before = sum(sample("mcp_gateway_pool_dropped_messages_total", {"kind": k}) for k in ("notification",))
+
+    async def run(tag: str, client: McpHttp) -> tuple[str, list[dict[str, Any]]]:
+        messages: list[dict[str, Any]] = []
+        for _ in range(2):
+            messages += await call_answering(client, "tagged", {"tag": tag}, tag)
+        return tag, messages
+
+    with_timeout = asyncio.wait_for(asyncio.gather(*(run(tag, c) for tag, c in clients.items())), WAIT)
+    for tag, received in await with_timeout:
+        kinds = [m.get("method", "response") for m in received]
+        assert sorted(kinds) == sorted(
+            ["notifications/message", "notifications/progress", "notifications/progress", "sampling/createMessage"] * 2
+            + ["elicitation/create", "response"] * 2
+        ), (tag, kinds)
+        for message in received:
+            text = str(message)
+            assert tag in text, (tag, message)
+            others = [other for other in clients if other != tag and f"'{other} " in text]
+            assert not others, (tag, message)
+            if message.get("method") == "notifications/progress":
+                assert message["params"]["progressToken"] == "t"
+        results = [m for m in received if "result" in m]
+        assert [r["result"]["content"][0]["text"] for r in results] == [f"{tag} done: sampled={tag} elicited={tag}"] * 2
+        assert all(r["id"] == 7 for r in results)
+    assert sum(sample("mcp_gateway_pool_dropped_messages_total", {"kind": k}) for k in ("notification",)) == (
+        dropped_before
+    )
+    assert sample("mcp_gateway_pool_processes") <= 2
+
+
+async def test_logging_set_level_filters_each_session_on_its_own(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    quiet, chatty = as_user(http, pool2, "alice"), as_user(http, pool2, "bob")
+    for client in (quiet, chatty):
+        await client.initialize(EVERY_CAPABILITY)
+    assert (await quiet.request("logging/setLevel", {"level": "error"}))["result"] == {}
+    assert (await chatty.request("logging/setLevel", {"level": "debug"}))["result"] == {}
+    quiet_seen = await call_answering(quiet, "tagged", {"tag": "q"}, "q")
+    chatty_seen = await call_answering(chatty, "tagged", {"tag": "c"}, "c")
+    assert not [m for m in quiet_seen if m.get("method") == "notifications/message"]
+    assert [m["params"]["data"] for m in chatty_seen if m.get("method") == "notifications/message"] == ["c log"]
+    bad = await quiet.request("logging/setLevel", {"level": "loud"})
+    assert bad["error"]["code"] == -32602
+
+
+async def test_initialize_is_answered_from_the_pool_with_the_clients_version(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    old = as_user(http, pool2, "alice")
+    old.version = "2025-03-26"
+    result = (await old.initialize())["result"]
+    assert result["protocolVersion"] == "2025-03-26"
+    assert result["serverInfo"]["name"] == "cnpg-mcp-test-server"
+    assert "subscribe" not in result["capabilities"]["resources"], "subscriptions cannot be kept per session"
+    future = as_user(http, pool2, "bob")
+    body = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": "2099-01-01", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    async with http.post(future.url, json=body, headers=future.headers()) as response:
+        events = await read_sse(response, until_id=0)
+    assert events[-1].json()["result"]["protocolVersion"] == "2025-11-25"
+
+
+async def test_resource_subscriptions_are_refused_with_a_clear_error(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    client = as_user(http, pool2, "alice")
+    await client.initialize()
+    answer = await client.request("resources/subscribe", {"uri": "test://watched-resource"})
+    assert answer["error"]["code"] == -32601
+    assert "resource subscriptions cannot be kept per session" in answer["error"]["message"]
+    assert "UPSTREAM_MODE=pool" in answer["error"]["message"]
+
+
+async def test_a_crashed_process_fails_only_its_call_and_the_pool_replaces_it(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    crashed_before = sample("mcp_gateway_pool_process_exits_total", {"reason": "crashed"})
+    alice, bob = as_user(http, pool2, "alice"), as_user(http, pool2, "bob")
+    for client in (alice, bob):
+        await client.initialize()
+    slow = asyncio.ensure_future(alice.call_tool("slow", {"ms": 1500}))
+    await asyncio.sleep(0.3)  # alice's call holds one process; bob's crash goes to the other
+    crash = await asyncio.wait_for(bob.call_tool("crash", {"code": 7}), WAIT)
+    assert crash["error"]["code"] == -32603
+    assert "exited with status 7" in crash["error"]["message"]
+    assert "stdio_server: crashing" not in str(crash), "stderr stays in the log"
+    assert (await asyncio.wait_for(slow, WAIT))["result"]["content"][0]["text"] == "slept 1500 ms"
+    # Bob's session survives its process, and the pool starts another.
+    again = await asyncio.wait_for(bob.call_tool("echo", {"text": "still here"}), WAIT)
+    assert again["result"]["content"][0]["text"] == "still here"
+    assert sample("mcp_gateway_pool_process_exits_total", {"reason": "crashed"}) == crashed_before + 1
+
+
+async def test_more_sessions_than_processes_wait_their_turn_and_all_finish(http: aiohttp.ClientSession) -> None:
+    server = await start_pool(pool_min=1, pool_max=1)
+    try:
+        clients = [as_user(http, server, f"user{n}") for n in range(5)]
+        for client in clients:
+            await client.initialize()
+        pids = await asyncio.wait_for(asyncio.gather(*(c.call_tool("whoami") for c in clients)), WAIT)
+        assert len({p["result"]["content"][0]["text"] for p in pids}) == 1, "one process served all five"
+        assert sample("mcp_gateway_pool_processes") == 1
+    finally:
+        await server.close()
+
+
+async def test_a_request_waiting_past_pool_queue_timeout_gets_a_busy_error(http: aiohttp.ClientSession) -> None:
+    server = await start_pool(pool_min=1, pool_max=1, pool_queue_timeout=0.3)
+    try:
+        holder, waiter = as_user(http, server, "alice"), as_user(http, server, "bob")
+        for client in (holder, waiter):
+            await client.initialize()
+        before = sample("mcp_gateway_pool_rejected_total", {"reason": "queue_timeout"})
+        slow = asyncio.ensure_future(holder.call_tool("slow", {"ms": 2000}))
+        await asyncio.sleep(0.3)
+        busy = await asyncio.wait_for(waiter.call_tool("echo", {"text": "x"}), WAIT)
+        assert busy["error"]["code"] == -32000
+        assert "POOL_QUEUE_TIMEOUT" in busy["error"]["message"]
+        assert sample("mcp_gateway_pool_rejected_total", {"reason": "queue_timeout"}) == before + 1
+        await asyncio.wait_for(slow, WAIT)
+    finally:
+        await server.close()
+
+
+async def test_a_cancelled_request_retires_its_process(pool2: TestServer, http: aiohttp.ClientSession) -> None:
+    before = sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"})
+    client = as_user(http, pool2, "alice")
+    await client.initialize()
+    first = (await client.call_tool("whoami"))["result"]["content"][0]["text"]
+    call = asyncio.ensure_future(client.call_tool("slow", {"ms": 5000}))
+    await asyncio.sleep(0.3)
+    await client.notify("notifications/cancelled", {"requestId": client._next_id, "reason": "test"})
+    with pytest.raises(AssertionError, match="no response"):
+        await asyncio.wait_for(call, WAIT)
+    # The process that had the cancelled call serves nobody else; the next call goes to another one.
+    deadline = time.monotonic() + WAIT
+    while sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"}) == before:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    second = (await client.call_tool("whoami"))["result"]["content"][0]["text"]
+    assert second != first
