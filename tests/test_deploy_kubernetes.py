@@ -207,3 +207,14 @@ def test_prometheus_rule_and_dashboard_are_the_files_compose_uses(rendered: list
     dashboard = find(rendered, "ConfigMap", "cnpg-mcp-grafana-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["data"] == {"cnpg-mcp.json": (ROOT / "k8s" / "base" / "dashboards" / "cnpg-mcp.json").read_text()}
+
+
+def test_sessions_alert_is_80_percent_of_max_sessions_in_the_configmap_and_compose() -> None:
+    from tests.test_deploy_files import compose
+
+    rules = yaml.safe_load((ROOT / "monitoring" / "alerts.yaml").read_text())["groups"][0]["rules"]
+    expr = next(r["expr"] for r in rules if r["alert"] == "CnpgMcpSessionsNearMax")
+    threshold = float(expr.split(">=")[1])
+    compose_max = compose({"DEV_CLIENTS": "x:y", "GRAFANA_ADMIN_PASSWORD": "x"})["services"]["gateway"]["environment"]
+    for max_sessions in (gateway_config(kustomize("k8s/base"))["MAX_SESSIONS"], compose_max["MAX_SESSIONS"]):
+        assert threshold == 0.8 * int(max_sessions)
