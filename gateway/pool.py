@@ -324,7 +324,10 @@ class Pool:
             log.warning("pool_process_version_differs", pool_process=process.number)
         if "logging" in result["capabilities"]:
             # Every message comes to the gateway, which passes each session what its own level lets through.
-            await asyncio.wait_for(self._ask(process, "logging/setLevel", {"level": "debug"}), INIT_TIMEOUT)
+            try:
+                await asyncio.wait_for(self._ask(process, "logging/setLevel", {"level": "debug"}), INIT_TIMEOUT)
+            except UpstreamError as exc:  # it keeps its own level; sessions still filter below it
+                log.warning("pool_process_set_level_refused", error=str(exc), **process.upstream.log_context)
 
     def _ask(self, process: PoolProcess, method: str, params: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         gid = next(self._ids)
@@ -665,7 +668,7 @@ class Pool:
             if isinstance(message.get("result"), dict):
                 future.set_result(message["result"])
             else:
-                future.set_exception(UpstreamError(f"the upstream server refused {_error_text(message)}"))
+                future.set_exception(UpstreamError(f"the upstream server refused: {_error_text(message)}"))
             return
         route = process.routes.get(gid) if isinstance(gid, int) else None
         if route is None:
@@ -792,8 +795,8 @@ class Pool:
 def _error_text(message: dict[str, Any]) -> str:
     error = message.get("error")
     if isinstance(error, dict):
-        return f"initialize: {str(error.get('message', ''))[:200]}"
-    return "initialize"
+        return str(error.get("message", ""))[:200]
+    return "an answer without a result"
 
 
 def _nowhere(line: bytes) -> None:

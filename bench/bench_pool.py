@@ -1,0 +1,253 @@
+"""Pool mode against session mode, in the same run: many sessions that never end, and throughput at 8 sessions.
+
+1. Many sessions (--sessions, default 1,000) open at once: each initializes, calls a tool once and never sends
+   DELETE, as the MCP Inspector CLI and mcp-remote do. The upstream is the real server (--upstream, default
+   cnpg-mcp-server, 1.3-1.9 s to start). Figures: sessions served and refused, session setup time (initialize plus
+   notifications/initialized, no warm pool), the most server processes seen, and the RSS of the gateway plus
+   every process under it, all while the sessions stay open.
+2. Throughput at 8 sessions, closed loop, tools/call of `echo` on tests/upstreams/echo_server.py (starts in
+   milliseconds, so the figure is the gateway's).
+
+Each figure is printed for session mode (MAX_SESSIONS as configured, default 100) beside pool mode (POOL_MIN=1,
+POOL_MAX=8), with the goals of issue 10: at most 8 processes, at most 1 GiB RSS, setup p50 at most 5 ms, and pool
+throughput at 8 sessions no lower than session mode's.
+
+Run: .venv/bin/python bench/bench_pool.py [--sessions 1000] [--upstream "cnpg-mcp-server"] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gateway import ROOT, HttpSession, call_body, free_port, percentile
+
+GATEWAY = str(Path(sys.executable).parent / "cnpg-mcp-gateway")
+ECHO = f"{sys.executable} -S {ROOT / 'tests' / 'upstreams' / 'echo_server.py'}"
+GiB = 1024**3
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                kids = [int(p) for p in children.read().split()]
+        except OSError:
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class Gateway:
+    def __init__(self, upstream: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        full = dict(os.environ)
+        full.update(
+            {
+                "PORT": str(self.port),
+                "METRICS_PORT": "0",
+                "LOG_LEVEL": "warning",
+                "UPSTREAM_COMMAND": upstream,
+                "SESSION_IDLE_TIMEOUT": "3600",
+            }
+        )
+        full.update(env)
+        self.process = subprocess.Popen([GATEWAY], env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                status = await reader.readline()
+                writer.close()
+                if b" 200 " in status:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError("gateway not ready")
+
+    def footprint(self) -> tuple[int, int]:
+        """(server processes under the gateway, RSS of the gateway and all of them in bytes)."""
+        pids = descendants(self.process.pid)
+        return len(pids), rss_bytes(self.process.pid) + sum(rss_bytes(p) for p in pids)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def many_sessions(gateway: Gateway, count: int, tool: str) -> dict[str, Any]:
+    setups: list[float] = []
+    refused = 0
+    most_processes, most_rss = 0, 0
+    sessions: list[HttpSession] = []
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal most_processes, most_rss
+        while not stop.is_set():
+            processes, rss = gateway.footprint()
+            most_processes, most_rss = max(most_processes, processes), max(most_rss, rss)
+            await asyncio.sleep(0.2)
+
+    async def one(n: int) -> None:
+        nonlocal refused
+        session = HttpSession(gateway.port)
+        started = time.perf_counter()
+        try:
+            await session.open()
+        except (KeyError, OSError, asyncio.IncompleteReadError):
+            refused += 1  # 503 (MAX_SESSIONS) has no session id
+            return
+        setups.append(time.perf_counter() - started)
+        sessions.append(session)
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+        ).encode()
+        await session.call(body)
+
+    watcher = asyncio.ensure_future(watch())
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(count)))
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(0.5)  # every session still open, none deleted
+    stop.set()
+    await watcher
+    processes, rss = gateway.footprint()
+    for session in sessions:
+        session.writer.close()  # the connection goes; the session stays (no DELETE)
+    return {
+        "served": len(setups),
+        "refused": refused,
+        "setup_p50_ms": percentile(setups, 0.5) * 1000 if setups else float("nan"),
+        "setup_p99_ms": percentile(setups, 0.99) * 1000 if setups else float("nan"),
+        "wall_s": elapsed,
+        "processes_max": max(most_processes, processes),
+        "rss_max_mib": max(most_rss, rss) / 2**20,
+    }
+
+
+async def throughput(gateway: Gateway, sessions: int, seconds: float) -> float:
+    clients = [HttpSession(gateway.port) for _ in range(sessions)]
+    for client in clients:
+        await client.open()
+    calls = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop(client: HttpSession) -> None:
+        nonlocal calls
+        msg_id = 0
+        while time.perf_counter() < deadline:
+            msg_id += 1
+            await client.call(call_body(msg_id))
+            calls += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in clients))
+    rate = calls / (time.perf_counter() - started)
+    for client in clients:
+        await client.close()
+    return rate
+
+
+MODES = {
+    "session": {"UPSTREAM_MODE": "session", "WARM_POOL_SIZE": "0"},
+    "pool": {"UPSTREAM_MODE": "pool", "POOL_MIN": "1", "POOL_MAX": "8"},
+}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--upstream", default=shlex.quote(str(Path(sys.executable).parent / "cnpg-mcp-server")))
+    parser.add_argument("--tool", default="list_clusters", help="tool each session calls once")
+    parser.add_argument("--max-sessions", type=int, default=2000, help="MAX_SESSIONS of the pool-mode gateway")
+    parser.add_argument("--session-max-sessions", type=int, default=100, help="MAX_SESSIONS in session mode")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per mode")
+    args = parser.parse_args()
+
+    figures: dict[str, dict[str, Any]] = {}
+    for mode, env in MODES.items():
+        limit = args.session_max_sessions if mode == "session" else args.max_sessions
+        gateway = Gateway(args.upstream, {**env, "MAX_SESSIONS": str(limit)})
+        try:
+            await gateway.wait_ready()
+            figures[mode] = await many_sessions(gateway, args.sessions, args.tool)
+            figures[mode]["max_sessions"] = limit
+        finally:
+            gateway.stop()
+        print(f"{mode}: {figures[mode]}", flush=True)
+
+    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(args.rounds):
+        for mode, env in MODES.items():
+            gateway = Gateway(ECHO, env)
+            try:
+                await gateway.wait_ready()
+                rates[mode].append(await throughput(gateway, 8, args.seconds / args.rounds))
+            finally:
+                gateway.stop()
+    for mode in MODES:
+        figures[mode]["calls_per_s_8"] = sum(rates[mode]) / len(rates[mode])
+
+    session, pool = figures["session"], figures["pool"]
+    print(f"\n{args.sessions} concurrent sessions that never DELETE; upstream {args.upstream}")
+    print(f"{'figure':<38}{'session mode':>16}{'pool mode':>14}   goal (pool)")
+    rows = [
+        ("MAX_SESSIONS", "max_sessions", "{:.0f}", ""),
+        ("sessions served", "served", "{:.0f}", f"{args.sessions}"),
+        ("sessions refused", "refused", "{:.0f}", "0"),
+        ("server processes (most seen)", "processes_max", "{:.0f}", "<= 8"),
+        ("gateway + upstreams RSS (MiB, most)", "rss_max_mib", "{:.0f}", f"<= {GiB // 2**20}"),
+        ("session setup p50 (ms)", "setup_p50_ms", "{:.2f}", "<= 5"),
+        ("session setup p99 (ms)", "setup_p99_ms", "{:.2f}", ""),
+        ("wall time to open all (s)", "wall_s", "{:.1f}", ""),
+        ("tools/call per s at 8 sessions (echo)", "calls_per_s_8", "{:.0f}", ">= session mode"),
+    ]
+    for label, key, fmt, goal in rows:
+        print(f"{label:<38}{fmt.format(session[key]):>16}{fmt.format(pool[key]):>14}   {goal}")
+    met = (
+        pool["processes_max"] <= 8
+        and pool["rss_max_mib"] * 2**20 <= GiB
+        and pool["setup_p50_ms"] <= 5
+        and pool["calls_per_s_8"] >= session["calls_per_s_8"]
+        and pool["served"] == args.sessions
+    )
+    print(f"\ngoals {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
