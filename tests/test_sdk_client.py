@@ -1,8 +1,11 @@
 """The MCP Python SDK's streamable HTTP client, talking through the gateway to tests/stdio_server.py.
 
 Each test drives one MCP feature end to end: the SDK client speaks streamable HTTP to the gateway, the
-gateway pipes the session to its own stdio server process, and the assertion checks the content that came
+gateway pipes the session to a stdio server process, and the assertion checks the content that came
 back, so a request, response or notification lost or mangled in either direction fails the test.
+
+Tests that take the `gateway` fixture run in both upstream modes: session (a process per session) and pool
+(sessions share the pool's processes). The few that differ by design have one test per mode.
 """
 
 from __future__ import annotations
@@ -73,6 +76,22 @@ class SessionIdRecorder:
             self.delete_status = response.status_code
 
 
+@pytest.fixture(params=["session", "pool"])
+def gateway(request: pytest.FixtureRequest, gateway_factory: StartGateway) -> RunningGateway:
+    """A gateway in front of tests/stdio_server.py, in each upstream mode."""
+    return gateway_factory(upstream_command=UPSTREAM, env={"UPSTREAM_MODE": request.param})
+
+
+@pytest.fixture
+def session_gateway(gateway_factory: StartGateway) -> RunningGateway:
+    return gateway_factory(upstream_command=UPSTREAM, env={"UPSTREAM_MODE": "session"})
+
+
+@pytest.fixture
+def pool_gateway(gateway_factory: StartGateway) -> RunningGateway:
+    return gateway_factory(upstream_command=UPSTREAM, env={"UPSTREAM_MODE": "pool", "POOL_MIN": "1"})
+
+
 def connect(gateway: RunningGateway, **options: Any) -> Client:
     """A handshake-era SDK client for the gateway's MCP endpoint."""
     options.setdefault("mode", "legacy")
@@ -112,7 +131,7 @@ async def test_initialize_returns_the_upstream_server_info_and_capabilities(gate
         assert client.server_info.name == "cnpg-mcp-test-server"
         capabilities = client.server_capabilities
         assert capabilities.tools is not None and capabilities.tools.list_changed
-        assert capabilities.resources is not None and capabilities.resources.subscribe
+        assert capabilities.resources is not None  # subscribe: true in session mode only (tests below)
         assert capabilities.prompts is not None
         assert capabilities.logging is not None
 
@@ -330,10 +349,14 @@ async def test_unknown_resource_is_a_json_rpc_error(gateway: RunningGateway) -> 
     assert raised.value.code == -32002
 
 
-async def test_subscribed_resource_update_is_delivered_and_unsubscribe_stops_it(gateway: RunningGateway) -> None:
+async def test_subscribed_resource_update_is_delivered_and_unsubscribe_stops_it(
+    session_gateway: RunningGateway,
+) -> None:
     inbox = Inbox()
     uri = "test://watched-resource"
-    async with connect(gateway, message_handler=inbox) as client:
+    async with connect(session_gateway, message_handler=inbox) as client:
+        resources = client.server_capabilities.resources
+        assert resources is not None and resources.subscribe
         await client.subscribe_resource(uri)
         assert text_of(await client.call_tool("touch_resource", {"uri": uri})) == f"updated: {uri}"
         await inbox.wait_for(lambda _: bool(inbox.of_type(types.ResourceUpdatedNotification)))
@@ -396,7 +419,18 @@ async def test_list_changed_notifications_are_delivered_and_lists_refresh(gatewa
 # --- sessions ----------------------------------------------------------------------------------------------
 
 
-async def test_closing_the_client_deletes_the_session_and_ends_its_process(gateway: RunningGateway) -> None:
+async def test_pool_mode_refuses_resource_subscriptions(pool_gateway: RunningGateway) -> None:
+    async with connect(pool_gateway) as client:
+        capabilities = client.server_capabilities
+        assert capabilities.resources is not None and not capabilities.resources.subscribe
+        with pytest.raises(MCPError) as raised:
+            await client.subscribe_resource("test://watched-resource")
+        assert raised.value.code == types.METHOD_NOT_FOUND
+        assert "cannot be kept per session" in raised.value.message
+
+
+async def test_closing_the_client_deletes_the_session_and_ends_its_process(session_gateway: RunningGateway) -> None:
+    gateway = session_gateway
     recorder = SessionIdRecorder()
     async with recorded_client(gateway, recorder) as client:
         pid = int(text_of(await client.call_tool("whoami", {})))
@@ -423,7 +457,32 @@ async def test_closing_the_client_deletes_the_session_and_ends_its_process(gatew
     assert response.status_code == 404
 
 
-async def test_upstream_crash_fails_the_pending_call_and_ends_the_session(gateway: RunningGateway) -> None:
+async def test_pool_mode_closing_the_client_deletes_the_session_and_keeps_the_process(
+    pool_gateway: RunningGateway,
+) -> None:
+    recorder = SessionIdRecorder()
+    async with recorded_client(pool_gateway, recorder) as client:
+        pid = int(text_of(await client.call_tool("whoami", {})))
+    assert recorder.delete_status in (200, 204)
+    assert process_exists(pid), "the pool's process serves the next session"
+    async with connect(pool_gateway) as client:
+        assert int(text_of(await client.call_tool("whoami", {}))) == pid
+
+
+async def test_pool_mode_upstream_crash_fails_the_pending_call_and_the_session_goes_on(
+    pool_gateway: RunningGateway,
+) -> None:
+    async with connect(pool_gateway) as client:
+        pid = int(text_of(await client.call_tool("whoami", {})))
+        with anyio.fail_after(WAIT), pytest.raises(MCPError):
+            await client.call_tool("crash", {"code": 7})
+        with anyio.fail_after(WAIT):
+            assert text_of(await client.call_tool("echo", {"text": "still here"})) == "still here"
+            assert int(text_of(await client.call_tool("whoami", {}))) != pid
+
+
+async def test_upstream_crash_fails_the_pending_call_and_ends_the_session(session_gateway: RunningGateway) -> None:
+    gateway = session_gateway
     async with connect(gateway) as client:
         pid = int(text_of(await client.call_tool("whoami", {})))
         with anyio.fail_after(WAIT), pytest.raises(MCPError):
@@ -434,7 +493,8 @@ async def test_upstream_crash_fails_the_pending_call_and_ends_the_session(gatewa
     assert not process_exists(pid)
 
 
-async def test_concurrent_sessions_have_separate_processes_and_state(gateway: RunningGateway) -> None:
+async def test_concurrent_sessions_have_separate_processes_and_state(session_gateway: RunningGateway) -> None:
+    gateway = session_gateway
     async with connect(gateway) as first, connect(gateway) as second:
         first_pid, second_pid = [int(text_of(await c.call_tool("whoami", {}))) for c in (first, second)]
         assert first_pid != second_pid
