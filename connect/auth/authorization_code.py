@@ -222,7 +222,6 @@ class AuthorizationCodeAuth(OAuthClientProvider):
         context.margin = settings.refresh_margin
         self.context = context
         self.authorizations = 0
-        self.refreshes_after_401 = 0
 
     async def _initialize(self) -> None:
         await super()._initialize()
@@ -269,7 +268,6 @@ class AuthorizationCodeAuth(OAuthClientProvider):
                         log.info("the server refused the access token (401); trying the refresh token")
                         refresh_response = yield await self._refresh_token()
                         if await self._handle_refresh_response(refresh_response):
-                            self.refreshes_after_401 += 1
                             self._add_auth_header(request)
                             response = yield request
                             if response.status_code != 401:
