@@ -99,15 +99,16 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
         "UPSTREAM_COMMAND",
         "--upstream-command",
         command,
-        'Command started once per session, shell-quoted: "CMD ARGS" (default cnpg-mcp-server).',
+        "Command started for each upstream (per session, or per pooled process), shell-quoted: "
+        '"CMD ARGS" (default cnpg-mcp-server).',
     ),
     Setting(
         "upstream_socket",
         "UPSTREAM_SOCKET",
         "--upstream-socket",
         optional_text,
-        "Unix socket connected once per session instead of spawning a process "
-        "(e.g. served by socat UNIX-LISTEN:PATH,fork,mode=600 EXEC:cnpg-mcp-server).",
+        "Unix socket connected for each upstream (per session, or per pooled process) instead of spawning a "
+        "process (e.g. served by socat UNIX-LISTEN:PATH,fork,mode=600 EXEC:cnpg-mcp-server).",
     ),
     Setting(
         "upstream_mode",
