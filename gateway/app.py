@@ -140,7 +140,9 @@ def create_app(config: GatewayConfig, authenticator: Authenticator | None = None
         if authenticator is not None:
             await authenticator.start()
         await manager.start()
+        await transport.stateless.start()
         yield
+        await transport.stateless.close()
         await manager.close()
         if authenticator is not None:
             await authenticator.close()

@@ -53,6 +53,8 @@ class GatewayConfig:
     pool_idle_timeout: float = 300.0
     pool_recycle_after: int = 0
     pool_queue_timeout: float = 30.0
+    request_state_key_file: str | None = None
+    """File holding the secret that seals 2026-07-28 requestState; the same on every replica."""
     allowed_origins: frozenset[str] = frozenset()
     """Exact origins ("scheme://host[:port]") allowed besides loopback origins, which are always allowed."""
     session_idle_timeout: float = 1800.0
@@ -153,6 +155,14 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
         seconds(allow_zero=True),
         "Pool mode: seconds a request may wait for a free process before it is answered with a server-busy "
         "error; 0 waits up to REQUEST_TIMEOUT (default 30).",
+    ),
+    Setting(
+        "request_state_key_file",
+        "REQUEST_STATE_KEY_FILE",
+        "--request-state-key-file",
+        optional_text,
+        "Pool mode, MCP 2026-07-28: file with the secret (at least 16 bytes) that seals requestState of "
+        "input-required results; give every replica the same one (default: a key per gateway process).",
     ),
     Setting(
         "allowed_origins",

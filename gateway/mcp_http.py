@@ -1,4 +1,5 @@
-"""MCP streamable HTTP (2025-11-25, also serving 2025-06-18 and 2025-03-26 clients): POST, GET, DELETE.
+"""MCP streamable HTTP (2025-11-25, also serving 2025-06-18 and 2025-03-26 clients): POST, GET, DELETE; 2026-07-28
+requests (no session) go to gateway/stateless.py.
 
 The transport checks the HTTP rules (Origin/Host, Accept, Content-Type, body size, session id, protocol version),
 asks the authenticator who is calling and whether each request may pass, and hands JSON-RPC messages to the
@@ -34,6 +35,7 @@ from gateway.logging import get_logger
 from gateway.security import Authenticator, AuthRejection, Principal
 from gateway.sessions import ResultFilter, Session, SessionLimit, SessionManager
 from gateway.sse import EVENT_ID, GET_STREAM, KEEPALIVE, SSE_HEADERS, Stream, retry_frame, supports_priming
+from gateway.stateless import StatelessService, wants_stateless
 from gateway.upstream import UpstreamError
 
 log = get_logger("http")
@@ -53,7 +55,7 @@ EXPOSED_HEADERS = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE",
     "Access-Control-Allow-Headers": (
-        "Content-Type, Accept, Authorization, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
+        "Content-Type, Accept, Authorization, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
     ),
     "Access-Control-Max-Age": "600",
 }
@@ -133,6 +135,8 @@ class McpTransport:
         self.config = config
         self.manager = manager
         self.authenticator = authenticator
+        self.stateless = StatelessService(config, authenticator)
+        """MCP 2026-07-28 requests (pool mode); gateway/stateless.py."""
         # DNS rebinding threatens unauthenticated loopback servers; with auth a rebound page holds no token,
         # and a proxy in front may legitimately send its public Host.
         self._check_host = is_loopback_host(config.host) and config.auth is None
@@ -304,6 +308,16 @@ class McpTransport:
         first = messages[0]
         first_method = first.get("method")
         request[MCP_METHOD] = "batch" if batch else (first_method if first_method is not None else "response")
+        if SESSION_HEADER not in request.headers and wants_stateless(request.headers, None if batch else first):
+            if self.manager.draining:
+                return json_error(
+                    503,
+                    SERVER_BUSY,
+                    "Service Unavailable: shutting down",
+                    first.get("id"),
+                    headers={"Retry-After": "5"},
+                )
+            return await self.stateless.handle(request, principal, messages, batch)
         if not batch and first_method == "initialize":
             return await self._initialize(request, principal, first, body)
         if not batch and first_method == "server/discover" and SESSION_HEADER not in request.headers:

@@ -8,10 +8,19 @@ own tests: a fast ``echo`` for benchmarks, ``slow`` for drain and timeout tests,
 ``touch_resource`` for resource subscriptions.
 
 One process serves exactly one MCP session, so the module-level ``State`` is the session's state.
+
+For MCP 2026-07-28 (which the SDK's stdio loop serves when the first request carries the 2026 ``_meta`` envelope) it
+adds the fixtures of the suite's 2026 scenarios: the ``test_input_required_result_*`` tools and prompt, which answer
+with input-required results and take the retry, and ``test_missing_capability``. Their ``requestState`` is signed
+with STDIO_SERVER_STATE_KEY (a key of this process when unset), so every process given the same key accepts the
+states of the others.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -97,11 +106,16 @@ TOOLS: list[types.Tool] = [
             "type": "object",
             "$defs": {
                 "address": {
+                    "$anchor": "address",
                     "type": "object",
                     "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
                 }
             },
             "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "allOf": [{"anyOf": [{"type": "object"}, {"required": ["name"]}]}],
+            "if": {"properties": {"name": {"const": "anonymous"}}},
+            "then": {"properties": {"address": {"type": "object"}}},
+            "else": {"properties": {"name": {"minLength": 1}}},
             "additionalProperties": False,
         },
     ),
@@ -125,6 +139,17 @@ TOOLS: list[types.Tool] = [
     ),
     tool("change_lists", "Adds the extra tool, resource and prompt, then announces all three lists changed"),
     tool("touch_resource", "Sends resources/updated for a uri if the session subscribed to it", string_args("uri")),
+    tool("test_input_required_result_elicitation", "2026: asks the user's name, then greets"),
+    tool("test_input_required_result_sampling", "2026: asks the client's LLM a question, then answers"),
+    tool("test_input_required_result_list_roots", "2026: asks the client's roots, then lists them"),
+    tool("test_input_required_result_request_state", "2026: asks a confirmation, with a signed requestState"),
+    tool("test_input_required_result_multiple_inputs", "2026: asks elicitation, sampling and roots at once"),
+    tool("test_input_required_result_multi_round", "2026: asks twice, the state evolving between rounds"),
+    tool("test_input_required_result_tampered_state", "2026: refuses a requestState it did not sign"),
+    tool("test_streaming_elicitation", "2026: asks the user through an input-required result, never a request"),
+    tool("test_missing_capability", "2026: needs the client's sampling capability"),
+    tool("test_input_required_result_capabilities", "2026: asks only what the client's capabilities allow"),
+    tool("test_logging_tool", "Sends an info log notification, if the request asked for logs"),
 ]
 EXTRA_TOOL = tool("extra_tool", "Only listed after change_lists")
 
@@ -156,6 +181,7 @@ TEMPLATES = [
 ]
 
 PROMPTS: list[types.Prompt] = [
+    types.Prompt(name="test_input_required_result_prompt", description="2026: asks the user for context first"),
     types.Prompt(name="test_simple_prompt", description="A prompt without arguments"),
     types.Prompt(
         name="test_prompt_with_arguments",
@@ -193,13 +219,155 @@ async def elicit(ctx: ServerRequestContext[Any], message: str, schema: dict[str,
     )
 
 
+STATE_KEY = os.environ.get("STDIO_SERVER_STATE_KEY", "").encode() or os.urandom(32)
+
+
+def sign_state(value: dict[str, Any]) -> str:
+    body = base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+    return body + "." + hmac.new(STATE_KEY, body.encode(), hashlib.sha256).hexdigest()
+
+
+def open_state(state: str | None) -> dict[str, Any]:
+    """The value a requestState carries; -32602 for one this server's key did not sign."""
+    body, _, mac = (state or "").partition(".")
+    if not hmac.compare_digest(mac, hmac.new(STATE_KEY, body.encode(), hashlib.sha256).hexdigest()):
+        raise MCPError(types.INVALID_PARAMS, "Invalid params: requestState failed its integrity check")
+    value = json.loads(base64.urlsafe_b64decode(body))
+    assert isinstance(value, dict)
+    return value
+
+
+def elicitation(message: str, field_name: str, kind: str = "string") -> dict[str, Any]:
+    schema = {"type": "object", "properties": {field_name: {"type": kind}}, "required": [field_name]}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def sampling(question: str, max_tokens: int) -> dict[str, Any]:
+    message = {"role": "user", "content": {"type": "text", "text": question}}
+    return {"method": "sampling/createMessage", "params": {"messages": [message], "maxTokens": max_tokens}}
+
+
+ROOTS_REQUEST = {"method": "roots/list", "params": {}}
+
+
+def input_required(requests: dict[str, Any], state: dict[str, Any] | None = None) -> types.InputRequiredResult:
+    result: dict[str, Any] = {"resultType": "input_required", "inputRequests": requests}
+    if state is not None:
+        result["requestState"] = sign_state(state)
+    return types.InputRequiredResult.model_validate(result)
+
+
+def answered(responses: dict[str, Any], key: str, field_name: str) -> Any:
+    """The field of an accepted elicitation answer, or None when the client has not given it."""
+    answer = responses.get(key)
+    content = answer.get("content") if isinstance(answer, dict) else getattr(answer, "content", None)
+    if isinstance(content, dict):
+        return content.get(field_name)
+    return None
+
+
+def sampled_text(responses: dict[str, Any], key: str) -> str | None:
+    answer = responses.get(key)
+    if answer is None:
+        return None
+    data = answer if isinstance(answer, dict) else answer.model_dump(mode="json", by_alias=True)
+    content = data.get("content")
+    return content.get("text") if isinstance(content, dict) else None
+
+
+def roots_of(responses: dict[str, Any], key: str) -> list[str] | None:
+    answer = responses.get(key)
+    if answer is None:
+        return None
+    data = answer if isinstance(answer, dict) else answer.model_dump(mode="json", by_alias=True)
+    roots = data.get("roots")
+    return [str(r.get("uri")) for r in roots if isinstance(r, dict)] if isinstance(roots, list) else None
+
+
+def input_required_tool(
+    ctx: ServerRequestContext[Any], name: str, params: types.CallToolRequestParams
+) -> types.CallToolResult | types.InputRequiredResult:
+    """The 2026 multi-round-trip fixtures: ask with an input-required result, complete on the retry."""
+    responses: dict[str, Any] = dict(params.input_responses or {})
+    if name in ("test_input_required_result_elicitation", "test_streaming_elicitation"):
+        user = answered(responses, "user_name", "name")
+        if not isinstance(user, str):
+            return input_required({"user_name": elicitation("What is your name?", "name")})
+        return types.CallToolResult(content=[text(f"Hello, {user}!")])
+    if name == "test_input_required_result_sampling":
+        reply = sampled_text(responses, "capital_question")
+        if reply is None:
+            return input_required({"capital_question": sampling("What is the capital of France?", 100)})
+        return types.CallToolResult(content=[text(f"The model said: {reply}")])
+    if name == "test_input_required_result_list_roots":
+        roots = roots_of(responses, "client_roots")
+        if roots is None:
+            return input_required({"client_roots": ROOTS_REQUEST})
+        return types.CallToolResult(content=[text(f"Roots: {', '.join(roots)}")])
+    if name in ("test_input_required_result_request_state", "test_input_required_result_tampered_state"):
+        if params.request_state is None or "confirm" not in responses:
+            return input_required({"confirm": elicitation("Please confirm", "ok", "boolean")}, {"tool": name})
+        if open_state(params.request_state).get("tool") != name:
+            raise MCPError(types.INVALID_PARAMS, "Invalid params: requestState belongs to another tool")
+        return types.CallToolResult(content=[text(f"state-ok: confirmed={answered(responses, 'confirm', 'ok')}")])
+    if name == "test_input_required_result_multiple_inputs":
+        keys = ("user_name", "greeting", "client_roots")
+        if params.request_state is None or not all(key in responses for key in keys):
+            requests = {
+                "user_name": elicitation("What is your name?", "name"),
+                "greeting": sampling("Generate a greeting", 50),
+                "client_roots": ROOTS_REQUEST,
+            }
+            return input_required(requests, {"round": 1})
+        open_state(params.request_state)
+        user = answered(responses, "user_name", "name")
+        return types.CallToolResult(
+            content=[text(f"All inputs received: {user}, {sampled_text(responses, 'greeting')}")]
+        )
+    if name == "test_input_required_result_capabilities":
+        if responses:
+            return types.CallToolResult(content=[text(f"Received: {', '.join(sorted(responses))}")])
+        wanted: dict[str, Any] = {}
+        if ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
+            wanted["question"] = sampling("Say hello", 20)
+        if ctx.session.check_client_capability(types.ClientCapabilities(elicitation=types.ElicitationCapability())):
+            wanted["user_name"] = elicitation("What is your name?", "name")
+        if not wanted:
+            return types.CallToolResult(content=[text("The client declared neither sampling nor elicitation")])
+        return input_required(wanted)
+    if name == "test_input_required_result_multi_round":
+        state = open_state(params.request_state) if params.request_state is not None else {}
+        if state.get("round") == 2 and "step2" in responses:
+            color = answered(responses, "step2", "color")
+            return types.CallToolResult(content=[text(f"Done: {state.get('name')} likes {color}")])
+        if state.get("round") == 1 and "step1" in responses:
+            user = answered(responses, "step1", "name")
+            step2 = elicitation("Step 2: What is your favorite color?", "color")
+            return input_required({"step2": step2}, {"round": 2, "name": user})
+        return input_required({"step1": elicitation("Step 1: What is your name?", "name")}, {"round": 1})
+    raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
+
+
 def error_result(message: str) -> types.CallToolResult:
     return types.CallToolResult(content=[text(message)], is_error=True)
 
 
-async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+async def call_tool(
+    ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+) -> types.CallToolResult | types.InputRequiredResult:
     args = params.arguments or {}
     name = params.name
+    if name.startswith("test_input_required_result") or name == "test_streaming_elicitation":
+        return input_required_tool(ctx, name, params)
+    if name == "test_missing_capability":
+        if not ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
+            raise MCPError(
+                -32021, "Missing required client capability: sampling", {"requiredCapabilities": {"sampling": {}}}
+            )
+        return types.CallToolResult(content=[text("the client declared sampling")])
+    if name == "test_logging_tool":
+        await log(ctx, "info", "test_logging_tool ran")
+        return types.CallToolResult(content=[text("logged")])
     if name == "test_simple_text":
         return types.CallToolResult(content=[text("This is a simple text response for testing.")])
     if name == "test_image_content":
@@ -442,9 +610,17 @@ async def list_prompts(
     return types.ListPromptsResult(prompts=[*PROMPTS, EXTRA_PROMPT] if STATE.extras else PROMPTS)
 
 
-async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+async def get_prompt(
+    ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+) -> types.GetPromptResult | types.InputRequiredResult:
     args = params.arguments or {}
-    if params.name == "test_simple_prompt":
+    if params.name == "test_input_required_result_prompt":
+        context = answered(dict(params.input_responses or {}), "user_context", "context")
+        if not isinstance(context, str):
+            ask = elicitation("What context should the prompt use?", "context")
+            return input_required({"user_context": ask})
+        messages = [types.PromptMessage(role="user", content=text(f"Answer with this context: {context}"))]
+    elif params.name == "test_simple_prompt":
         messages = [types.PromptMessage(role="user", content=text("This is a simple prompt for testing."))]
     elif params.name == "test_prompt_with_arguments":
         missing = [name for name in ("arg1", "arg2") if name not in args]

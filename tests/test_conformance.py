@@ -38,6 +38,12 @@ POOL_REFUSED = {
     "resources-unsubscribe": "pool mode refuses resources/unsubscribe (the scenario subscribes first)",
 }
 """Scenarios pool mode fails by design (docs/gateway.md, "Pool mode"); they pass in session mode."""
+NEXT_CLI = ROOT / "tools" / "node" / "node_modules" / "conformance-next" / "dist" / "index.js"
+"""The 2026-07-28 pre-release of the suite (tools/node/package.json: conformance-next), run by its path."""
+NEXT_EXPECTED = {
+    "http-custom-header-server-validation": "Not testable: server exposes no tool with x-mcp-header annotations",
+}
+"""2026-07-28 scenarios that fail through the gateway, with the suite's own words (docs/conformance.md)."""
 RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
 
 
@@ -57,15 +63,17 @@ class SuiteResult:
         return [check for check in self.checks[scenario] if check["status"] == "WARNING"]
 
 
-def conformance_cli() -> str:
+def conformance_cli(next_release: bool = False) -> str:
+    if next_release:
+        return str(NEXT_CLI)
     path = shutil.which("conformance")
     assert path, "the conformance CLI is not on PATH (tests/conftest.py adds tools/node/node_modules/.bin)"
     return path
 
 
-def server_scenarios(spec_version: str | None) -> list[str]:
+def server_scenarios(spec_version: str | None, next_release: bool = False) -> list[str]:
     """The scenario names the CLI will run, from `conformance list --server`."""
-    command = [conformance_cli(), "list", "--server"]
+    command = [conformance_cli(next_release), "list", "--server"]
     if spec_version:
         command += ["--spec-version", spec_version]
     listing = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
@@ -80,9 +88,9 @@ def expected_failures() -> dict[str, str]:
     return {str(entry["scenario"]): str(entry["reason"]) for entry in document.get("server", [])}
 
 
-def run_suite(url: str, output_dir: Path, spec_version: str | None = None) -> SuiteResult:
+def run_suite(url: str, output_dir: Path, spec_version: str | None = None, next_release: bool = False) -> SuiteResult:
     """Run every server scenario (``--suite all``, pending ones included) in one CLI invocation."""
-    command = [conformance_cli(), "server", "--url", url, "--suite", "all", "-o", str(output_dir)]
+    command = [conformance_cli(next_release), "server", "--url", url, "--suite", "all", "-o", str(output_dir)]
     if spec_version:
         command += ["--spec-version", spec_version]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=SUITE_TIMEOUT)
@@ -161,3 +169,20 @@ def test_all_server_scenarios_pass_through_a_polling_pool_gateway(
         assert all("UPSTREAM_MODE=pool" in check.get("errorMessage", "") for check in result.failures(name)), name
     polling = {check["id"]: check["status"] for check in result.checks["server-sse-polling"]}
     assert polling.get("server-sse-disconnect-resume") == "SUCCESS", polling
+
+
+@pytest.mark.timeout(SUITE_TIMEOUT + 30)
+def test_spec_revision_2026_07_28_scenarios_pass_through_a_pool_gateway(
+    gateway_factory: StartGateway, tmp_path: Path
+) -> None:
+    # The stateless protocol is served from the pool; processes share the test server's requestState key.
+    env = {"UPSTREAM_MODE": "pool", "POOL_MAX": "4", "STDIO_SERVER_STATE_KEY": "conformance"}
+    gateway = gateway_factory(upstream_command=UPSTREAM, env=env)
+    scenarios = server_scenarios("2026-07-28", next_release=True)
+    assert len(scenarios) >= 40 and "server-stateless" in scenarios, scenarios
+    result = run_suite(gateway.mcp_url, tmp_path, spec_version="2026-07-28", next_release=True)
+    report(result, scenarios, "2026-07-28, pool gateway")
+    assert_suite_passes(result, scenarios, refused=NEXT_EXPECTED)
+    for name, words in NEXT_EXPECTED.items():
+        assert result.failures(name), name
+        assert all(check.get("errorMessage", "").startswith(words) for check in result.failures(name)), name

@@ -147,6 +147,7 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "POOL_IDLE_TIMEOUT": ("60", "0"),
     "POOL_RECYCLE_AFTER": ("100", "-1"),
     "POOL_QUEUE_TIMEOUT": ("0", "nan"),
+    "REQUEST_STATE_KEY_FILE": ("/run/secrets/request-state-key", None),
     "ALLOWED_ORIGINS": ("https://a.example.com, https://b.example.com:8443", "https://user:pw@app.example.com"),
     "SESSION_IDLE_TIMEOUT": ("60", "-1"),
     "MAX_SESSIONS": ("5", "0"),

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from tests.fixtures.gateway import (
     ACCEPT_BOTH,
@@ -127,15 +128,17 @@ async def test_delete_ends_the_session_then_404(client: McpHttp) -> None:
     assert await client.delete() == 404
 
 
-async def test_server_discover_gets_a_jsonrpc_error_so_clients_fall_back(
+async def test_server_discover_in_session_mode_says_2026_is_unsupported_so_clients_fall_back(
     gw: RunningGateway, http: aiohttp.ClientSession
 ) -> None:
+    # Session mode serves no 2026-07-28 (it needs the pool): the unsupported-version error lists what is served.
     body = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}}
     headers = McpHttp(http, gw.mcp_url).headers(**{"MCP-Protocol-Version": "2026-07-28"})
-    _, _, reply = await post_raw(http, gw.mcp_url, json.dumps(body), headers)
+    status, _, reply = await post_raw(http, gw.mcp_url, json.dumps(body), headers)
+    assert status == 400
     assert reply["id"] == 1
-    assert reply["error"]["code"] == -32601
-    assert "2026-07-28" not in reply["error"]["data"]["supported"]
+    assert reply["error"]["code"] == -32022
+    assert reply["error"]["data"] == {"supported": list(HANDSHAKE_PROTOCOL_VERSIONS), "requested": "2026-07-28"}
 
 
 async def test_the_mcp_sdk_client_connects_lists_and_calls(gw: RunningGateway) -> None:
