@@ -1,22 +1,29 @@
-"""Measure the memory figures docs/deploy.md sizes the pod from: gateway RSS idle and per session, and the RSS of
-one cnpg-mcp-server process after a tool call.
+"""Measure the figures docs/deploy.md sizes the pod from, with the processes the deployment runs: socat with
+cnpg-mcp-server on a Unix socket (Dockerfile.server) and the gateway in pool mode on that socket.
 
-Starts the sandbox cluster, then the gateway (auth off, loopback, one upstream per session), opens SESSIONS MCP
-sessions that each call list_clusters, and reads /proc/<pid>/status. Run from the repository root:
+Starts the sandbox cluster, socat, and the gateway (auth off, loopback, UPSTREAM_MODE=pool,
+POOL_MIN=POOL_MAX=POOL so every pooled connection and its server process exists), then opens SESSIONS MCP sessions
+that each initialize and call list_clusters (WORKERS at a time, so every server process serves calls) and keep
+their session. Reads VmRSS from /proc: the gateway idle (pool started, no session) and with every session open,
+each server process and each socat child behind the listener, and the listener itself. Also reports the
+list_clusters latency through the gateway. Run from the repository root:
 
-    .venv/bin/python deploy/measure_memory.py [SESSIONS]
+    .venv/bin/python deploy/measure_memory.py [--sessions 1000] [--pool 8] [--workers 8]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,17 +39,27 @@ def rss_kib(pid: int) -> int:
     raise LookupError(pid)
 
 
-def children(pid: int) -> list[int]:
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the direct children of pid."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
             if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                found.append(int(entry))
+                found.append((int(entry), cmdline))
     return found
+
+
+def behind_socat(listener: int) -> tuple[list[int], list[int]]:
+    """(socat children, cnpg-mcp-server processes) below the socat listener: fork makes a socat child per
+    connection, which execs nothing itself but starts the server as its own child."""
+    forks = [pid for pid, _ in children(listener)]
+    servers = [pid for fork in forks for pid, cmd in children(fork) if "cnpg-mcp-server" in cmd]
+    return forks, servers
 
 
 def free_port() -> int:
@@ -54,57 +71,102 @@ def free_port() -> int:
 def post(url: str, body: dict[str, object], session: str | None = None) -> tuple[str | None, str]:
     headers = dict(HEADERS, **({"Mcp-Session-Id": session} if session else {}))
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(req, timeout=60) as resp:
+    with urllib.request.urlopen(req, timeout=120) as resp:
         return resp.headers.get("Mcp-Session-Id"), resp.read().decode()
 
 
-def main(sessions: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        sandbox = subprocess.Popen([str(BIN / "python"), "-m", "devkube", "--port", "0", "--kubeconfig",
-                                    str(kubeconfig)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
-        assert sandbox.stdout is not None
-        sandbox.stdout.readline()
-        port, metrics = free_port(), free_port()
-        env = dict(os.environ, KUBECONFIG=str(kubeconfig), PORT=str(port), METRICS_PORT=str(metrics),
-                   UPSTREAM_COMMAND=str(BIN / "cnpg-mcp-server"), MAX_SESSIONS=str(sessions + 5), LOG_LEVEL="warning")
-        gateway = subprocess.Popen([str(BIN / "cnpg-mcp-gateway")], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}/mcp"
-        try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            time.sleep(1)
-            idle = rss_kib(gateway.pid)
-            for n in range(sessions):
-                sid, _ = post(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "m", "version": "1"}}})
-                post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
-                post(url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+def open_session(url: str) -> float:
+    """initialize, notifications/initialized, list_clusters; the session stays open. Returns the call's seconds."""
+    sid, _ = post(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "m", "version": "1"}}})
+    post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    started = time.monotonic()
+    _, answer = post(url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                            "params": {"name": "list_clusters", "arguments": {}}}, sid)
-                print(f"session {n + 1} open", file=sys.stderr)
-            time.sleep(1)
+    assert '"result"' in answer and '"isError":true' not in answer.replace(" ", ""), answer[:300]
+    return time.monotonic() - started
+
+
+def wait_until(check: object, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"measure_memory: no {what} after {timeout} s")
+
+
+def mib(kib: float) -> float:
+    return round(kib / 1024, 1)
+
+
+def main(sessions: int, pool: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="cnpg-measure-") as tmp:
+        kubeconfig, sock = Path(tmp) / "kubeconfig", Path(tmp) / "mcp.sock"
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            sandbox = subprocess.Popen([str(BIN / "python"), "-m", "devkube", "--port", "0", "--kubeconfig",
+                                        str(kubeconfig)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+            procs.append(sandbox)
+            assert sandbox.stdout is not None
+            sandbox.stdout.readline()
+            # Dockerfile.server's entrypoint, with this machine's socket path and the venv's server.
+            server_env = dict(os.environ, KUBECONFIG=str(kubeconfig), PATH=f"{BIN}:{os.environ['PATH']}")
+            listener = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,mode=600,unlink-early",
+                                         "EXEC:cnpg-mcp-server"], env=server_env, stdin=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+            procs.append(listener)
+            wait_until(sock.is_socket, "socket")
+            port, metrics = free_port(), free_port()
+            env = dict(os.environ, PORT=str(port), METRICS_PORT=str(metrics), UPSTREAM_MODE="pool",
+                       POOL_MIN=str(pool), POOL_MAX=str(pool), MAX_SESSIONS=str(sessions + 5), LOG_LEVEL="warning")
+            gateway = subprocess.Popen([str(BIN / "cnpg-mcp-gateway"), "--upstream-socket", str(sock)], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(gateway)
+            url = f"http://127.0.0.1:{port}/mcp"
+
+            def pool_started() -> bool:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+                return f"mcp_gateway_pool_processes {float(pool)}" in text
+
+            wait_until(pool_started, f"{pool} pooled processes", timeout=300)
+            time.sleep(2)
+            idle = rss_kib(gateway.pid)
+            with ThreadPoolExecutor(workers) as executor:
+                latencies = list(executor.map(lambda _: open_session(url), range(sessions)))
+            time.sleep(2)
             loaded = rss_kib(gateway.pid)
-            servers = [rss_kib(pid) for pid in children(gateway.pid)]
+            forks, servers = behind_socat(listener.pid)
+            server_rss = [rss_kib(pid) for pid in servers]
+            fork_rss = [rss_kib(pid) for pid in forks]
             print(json.dumps({
                 "sessions": sessions,
-                "gateway_idle_mib": round(idle / 1024, 1),
-                "gateway_loaded_mib": round(loaded / 1024, 1),
-                "gateway_per_session_mib": round((loaded - idle) / 1024 / sessions, 2),
+                "pool": pool,
+                "gateway_idle_mib": mib(idle),
+                "gateway_loaded_mib": mib(loaded),
+                "gateway_per_session_kib": round((loaded - idle) / sessions, 1),
                 "server_processes": len(servers),
-                "server_rss_mib_max": round(max(servers) / 1024, 1),
-                "server_rss_mib_mean": round(sum(servers) / len(servers) / 1024, 1),
+                "server_rss_mib_max": mib(max(server_rss)),
+                "server_rss_mib_mean": mib(statistics.mean(server_rss)),
+                "socat_listener_mib": mib(rss_kib(listener.pid)),
+                "socat_child_mib_max": mib(max(fork_rss)),
+                "list_clusters_ms_p50": round(statistics.median(latencies) * 1000, 1),
+                "list_clusters_ms_p95": round(statistics.quantiles(latencies, n=20)[-1] * 1000, 1),
             }))
         finally:
-            gateway.terminate()
-            gateway.wait(timeout=60)
-            sandbox.terminate()
-            sandbox.wait(timeout=30)
+            for proc in reversed(procs):
+                proc.terminate()
+                proc.wait(timeout=60)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--pool", type=int, default=8, help="POOL_MIN and POOL_MAX")
+    parser.add_argument("--workers", type=int, default=8, help="sessions opened at once")
+    args = parser.parse_args()
+    main(args.sessions, args.pool, args.workers)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the gateway and the CNPG server on this machine the way the two images do: cnpg-mcp-server behind
 # `socat UNIX-LISTEN:SOCKET,fork,mode=600,unlink-early EXEC:cnpg-mcp-server` (Dockerfile.server), and
-# `cnpg-mcp-gateway --upstream-socket SOCKET` (Dockerfile.gateway). Settings come from the environment, as in
-# the ConfigMap: OIDC_ISSUER, OIDC_AUDIENCE, OIDC_JWKS_URI, DCR_PROXY_URL, OIDC_SCOPE, PUBLIC_URL, TOOL_SCOPES,
-# HOST, PORT, METRICS_PORT, MAX_SESSIONS, ... for the gateway; KUBECONFIG, CNPG_NAMESPACES, CNPG_READ_ONLY, ... for
-# the server (README, Configuration). Ctrl-C or SIGTERM stops both.
+# `cnpg-mcp-gateway --upstream-socket SOCKET` (Dockerfile.gateway) in pool mode, as the ConfigMap runs it. Settings
+# come from the environment, as in the ConfigMap: OIDC_ISSUER, OIDC_AUDIENCE, OIDC_JWKS_URI, DCR_PROXY_URL,
+# OIDC_SCOPE, PUBLIC_URL, TOOL_SCOPES, HOST, PORT, METRICS_PORT, UPSTREAM_MODE, POOL_MIN, POOL_MAX, MAX_SESSIONS, ...
+# for the gateway; KUBECONFIG, CNPG_NAMESPACES, CNPG_READ_ONLY, ... for the server (README, Configuration). Ctrl-C
+# or SIGTERM stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,6 +20,9 @@ Environment:
                                and the gateway then listens on loopback only)
   OIDC_JWKS_URI, DCR_PROXY_URL, OIDC_SCOPE, PUBLIC_URL, TOOL_SCOPES, HOST, PORT (3000), METRICS_PORT (9464)
                                and every other gateway setting (cnpg-mcp-gateway --help)
+  UPSTREAM_MODE (pool), POOL_MIN (2), POOL_MAX (8), MAX_SESSIONS (1000)
+                               as in k8s/base/gateway.env: sessions share POOL_MIN..POOL_MAX socket connections,
+                               each a cnpg-mcp-server behind socat
   KUBECONFIG, CNPG_NAMESPACES, CNPG_READ_ONLY and the other server settings
   MCP_SOCKET                   the socket path (default: STATE_DIR/mcp.sock)
   CNPG_MCP_STATE_DIR           private directory for the socket (default .run/http, mode 700)
@@ -65,9 +69,13 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-.venv/bin/cnpg-mcp-gateway --upstream-socket "$socket" "$@" < /dev/null &
+# cnpg-mcp-server keeps no per-session state: pool mode, with the ConfigMap's defaults (k8s/base/gateway.env).
+UPSTREAM_MODE=${UPSTREAM_MODE:-pool} POOL_MIN=${POOL_MIN:-2} POOL_MAX=${POOL_MAX:-8} \
+    MAX_SESSIONS=${MAX_SESSIONS:-1000} \
+    .venv/bin/cnpg-mcp-gateway --upstream-socket "$socket" "$@" < /dev/null &
 pids+=("$!")
-echo "start-http.sh: gateway on http://${HOST:-127.0.0.1}:${PORT:-3000}${MCP_PATH:-/mcp}, server behind $socket" >&2
+echo "start-http.sh: gateway on http://${HOST:-127.0.0.1}:${PORT:-3000}${MCP_PATH:-/mcp}" \
+    "(UPSTREAM_MODE=${UPSTREAM_MODE:-pool}), server behind $socket" >&2
 
 status=0
 wait -n "${pids[@]}" || status=$?

@@ -218,3 +218,23 @@ def test_sessions_alert_is_80_percent_of_max_sessions_in_the_configmap_and_compo
     compose_max = compose({"DEV_CLIENTS": "x:y", "GRAFANA_ADMIN_PASSWORD": "x"})["services"]["gateway"]["environment"]
     for max_sessions in (gateway_config(kustomize("k8s/base"))["MAX_SESSIONS"], compose_max["MAX_SESSIONS"]):
         assert threshold == 0.8 * int(max_sessions)
+
+
+POOL_SETTINGS = ("UPSTREAM_MODE", "POOL_MIN", "POOL_MAX", "POOL_IDLE_TIMEOUT", "POOL_QUEUE_TIMEOUT", "MAX_SESSIONS")
+
+
+def test_compose_and_start_http_run_the_gateway_in_pool_mode_as_the_configmap_does() -> None:
+    import re
+
+    from tests.test_deploy_files import compose
+
+    configmap = {k: v for k, v in gateway_config(kustomize("k8s/base")).items() if k in POOL_SETTINGS}
+    assert configmap["UPSTREAM_MODE"] == "pool" and set(configmap) == set(POOL_SETTINGS)
+    assert 1 <= int(configmap["POOL_MIN"]) <= int(configmap["POOL_MAX"]) < int(configmap["MAX_SESSIONS"])
+    env = compose({"DEV_CLIENTS": "x:y", "GRAFANA_ADMIN_PASSWORD": "x"})["services"]["gateway"]["environment"]
+    assert {k: v for k, v in env.items() if k in POOL_SETTINGS} == configmap
+    # start-http.sh's defaults (the rest are the gateway's own defaults, which the ConfigMap repeats).
+    script = (ROOT / "scripts" / "start-http.sh").read_text()
+    defaults = dict(re.findall(r"\b(\w+)=\$\{\1:-([^}]*)\}", script))
+    assert {k: defaults[k] for k in ("UPSTREAM_MODE", "POOL_MIN", "POOL_MAX", "MAX_SESSIONS")} == {
+        k: configmap[k] for k in ("UPSTREAM_MODE", "POOL_MIN", "POOL_MAX", "MAX_SESSIONS")}

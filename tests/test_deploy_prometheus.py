@@ -1,6 +1,7 @@
 """Prometheus for real (Debian's prometheus and promtool): the alert rules check and pass their unit tests, a real
-Prometheus configured from compose's prometheus.yml scrapes a running gateway and answers the auth-failure rate by
-reason after bad tokens, and every metric the rules and the dashboard name is one the gateway exports."""
+Prometheus configured from compose's prometheus.yml scrapes a running gateway (in pool mode, as the deployment runs
+it) and answers the auth-failure rate by reason after bad tokens and the pool's size, and every metric the rules
+and the dashboard name is one the gateway exports."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ DASHBOARD = ROOT / "k8s" / "base" / "dashboards" / "cnpg-mcp.json"
 # PromQL words that are not metric names.
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "max", "min", "and", "or", "unless", "on", "histogram_quantile",
                 "le", "label_values", "job", "instance", "reason", "result", "outcome", "tool", "mcp_method",
-                "status", "cached", "humanize", "value", "labels"}
+                "status", "cached", "humanize", "value", "labels", "kind"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -137,10 +138,14 @@ def prometheus_for(tmp_path: Path) -> Any:
 async def test_real_prometheus_scrapes_the_gateway_and_sees_auth_failures_by_reason(
     gateway_factory: Any, idp: DevIdp, prometheus_for: Any
 ) -> None:
-    gw = gateway_factory(env={"OIDC_ISSUER": idp.issuer, "OIDC_AUDIENCE": "https://cnpg-mcp.test/mcp"})
+    # Pool mode, as compose.yaml and k8s/base/gateway.env run the gateway, so the pool's series exist.
+    gw = gateway_factory(env={"OIDC_ISSUER": idp.issuer, "OIDC_AUDIENCE": "https://cnpg-mcp.test/mcp",
+                              "UPSTREAM_MODE": "pool", "POOL_MIN": "2", "POOL_MAX": "4"})
     async with httpx2.AsyncClient(timeout=10.0) as http:
         live = (await http.get(gw.metrics_url)).text
     used = set().union(*(metric_names(e) for e in expressions()))
+    assert {"mcp_gateway_pool_processes", "mcp_gateway_pool_rejected_total",
+            "mcp_gateway_pool_process_exits_total", "mcp_gateway_pool_queue_wait_seconds_sum"} <= used
     missing = {name for name in used if name not in exported(live)}
     assert not missing, f"rules or dashboard name metrics the gateway does not export: {missing}"
 
@@ -165,3 +170,6 @@ async def test_real_prometheus_scrapes_the_gateway_and_sees_auth_failures_by_rea
             await asyncio.sleep(0.5)
     assert all(seen.get(reason, 0) > 0 for reason in bad), seen
     assert query(base, 'up{job="cnpg-mcp-gateway"}')[0]["value"][1] == "1"
+    # The Pool processes panel's query: the gateway's POOL_MIN processes, scraped.
+    pool = query(base, 'sum by (instance) (mcp_gateway_pool_processes{job=~".+"})')
+    assert pool and float(pool[0]["value"][1]) == 2, pool

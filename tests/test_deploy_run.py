@@ -1,6 +1,8 @@
 """The deployment's commands, read from Dockerfile.*, compose.yaml and the rendered Kubernetes Deployment, run on
-this machine: the server behind socat on a Unix socket, the gateway with --upstream-socket, the dev IdP and the
-sandbox cluster as compose starts them, and an MCP client's tool calls through both with auth on.
+this machine: the server behind socat on a Unix socket, the gateway with --upstream-socket in pool mode as the
+files configure it, the dev IdP and the sandbox cluster as compose starts them, and an MCP client's tool calls
+through both with auth on. Many sessions then share at most POOL_MAX server processes, and the Kubernetes run
+measures them against the containers' memory limits (docs/deploy.md, Sizing).
 
 No container engine runs here, so what Docker and Kubernetes would provide is provided by hand and only that:
 volumes become private temporary directories (the same directory for every container that mounts the same
@@ -13,6 +15,7 @@ where that loader reads it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -182,6 +185,72 @@ def rss_mib(pid: int) -> float:
     raise LookupError(pid)
 
 
+def pooled_connections(listener: int) -> list[tuple[int, int]]:
+    """(socat child, cnpg-mcp-server) pairs below the socat listener: socat's fork makes one child per connection,
+    and that child starts the server (EXEC)."""
+    pairs = []
+    for fork, _ in children_of(listener):
+        servers = [pid for pid, cmd in children_of(fork) if "cnpg-mcp-server" in cmd]
+        assert len(servers) <= 1, servers
+        pairs += [(fork, server) for server in servers]
+    return pairs
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    return [(child, cmd) for child, cmd in descendants(pid) if parent_of(child) == pid]
+
+
+def parent_of(pid: int) -> int:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
+
+
+async def open_sessions(mcp_url: str, token: str, count: int) -> list[str]:
+    """`count` MCP sessions (initialize, notifications/initialized) left open, as clients that never DELETE."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "sizing", "version": "1"}}}
+    sessions = []
+    async with httpx2.AsyncClient(headers=headers, timeout=30.0) as http:
+        for _ in range(count):
+            answer = await http.post(mcp_url, json=init)
+            assert answer.status_code == 200, answer.text
+            sid = answer.headers["mcp-session-id"]
+            done = await http.post(mcp_url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                                   headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
+            assert done.status_code == 202, done.text
+            sessions.append(sid)
+    return sessions
+
+
+def metric(metrics_url: str, name: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise LookupError(name)
+
+
+async def assert_sessions_share_the_pool(
+    mcp_url: str, metrics_url: str, token: str, listener: int, config: dict[str, str], count: int
+) -> list[tuple[int, int]]:
+    """Pool mode as configured: `count` more open sessions than POOL_MAX start no server process of their own."""
+    assert config["UPSTREAM_MODE"] == "pool"
+    pool_min, pool_max = int(config["POOL_MIN"]), int(config["POOL_MAX"])
+    assert count > pool_max
+    before = metric(metrics_url, "mcp_gateway_sessions_active")
+    await open_sessions(mcp_url, token, count)
+    assert metric(metrics_url, "mcp_gateway_sessions_active") == before + count
+    pairs = pooled_connections(listener)
+    assert pool_min <= len(pairs) <= pool_max, (pairs, pool_min, pool_max)
+    assert metric(metrics_url, "mcp_gateway_pool_processes") == len(pairs)
+    return pairs
+
+
 def descendants(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of every process below pid."""
     parents: dict[int, int] = {}
@@ -273,6 +342,9 @@ async def test_compose_services_run_as_written_and_serve_a_tool_call_with_auth(s
     token = client_credentials_token(f"{issuer}/token", client_id, client_secret, gateway_env["OIDC_AUDIENCE"])
     await call_tools_through(f"{base}/mcp", token)
     assert "Created Cluster" in stack.log("sandbox") or "deployed" in stack.log("sandbox")
+    metrics_url = f"http://127.0.0.1:{gateway_env['METRICS_PORT']}/metrics"
+    await assert_sessions_share_the_pool(f"{base}/mcp", metrics_url, token, stack.processes["server"].pid,
+                                         gateway_env, int(gateway_env["POOL_MAX"]) + 4)
     every_argv = " ".join(" ".join(a) for a in stack.argv.values())
     assert secret not in every_argv and token not in every_argv
 
@@ -326,12 +398,13 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     gateway_env = translate_env({**gateway_stage.env, **configmap_env("gateway")}, IMAGE_PATHS)
+    metrics_port = free_port()
     gateway_env.update(OIDC_ISSUER=idp.issuer, OIDC_AUDIENCE=f"{public}/mcp", PUBLIC_URL=public, HOST="127.0.0.1",
-                       METRICS_HOST="127.0.0.1", PORT=str(port), METRICS_PORT=str(free_port()))
+                       METRICS_HOST="127.0.0.1", PORT=str(port), METRICS_PORT=str(metrics_port))
     gateway_env = {k: v for k, v in gateway_env.items() if v != ""}
     argv = translate(argv, mounts_of("gateway"))
     assert argv[1:] == ["--upstream-socket", str(sock)]
-    stack.start("gateway", localize_program(argv), gateway_env)
+    gateway_proc = stack.start("gateway", localize_program(argv), gateway_env)
     probes = {gateway_spec["livenessProbe"]["httpGet"]["path"], gateway_spec["readinessProbe"]["httpGet"]["path"]}
     stack.wait_for("gateway", lambda: all(http_ok(public + p) for p in probes), f"probes {probes}")
 
@@ -348,10 +421,34 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
     binding = find(docs, "RoleBinding", "cnpg-mcp-server")
     assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
 
-    # Sizing: each session's server process (and its socat child) fits the server container's memory limit
-    # MAX_SESSIONS times over (docs/deploy.md, Sizing).
-    per_session = [rss_mib(pid) for pid, cmd in descendants(server_proc.pid)]
-    assert per_session, "no server process behind socat"
-    limit_mib = int(server_spec["resources"]["limits"]["memory"].removesuffix("Mi"))
-    max_sessions = int(configmap_env("gateway")["MAX_SESSIONS"])
-    assert sum(per_session) * max_sessions <= limit_mib, (per_session, max_sessions, limit_mib)
+    # Pool mode as the ConfigMap sets it, and sizing (docs/deploy.md): with SIZING_SESSIONS open sessions (far
+    # more than POOL_MAX) the server container holds the socat listener plus at most POOL_MAX connections, each a
+    # socat child and a cnpg-mcp-server, and the gateway's growth per session, MAX_SESSIONS times over, fits its
+    # memory request (half its limit; the other half is for answers buffered to slow readers). Both are measured
+    # here, after tool calls, with auth on.
+    config = configmap_env("gateway")
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    gateway_idle = rss_mib(gateway_proc.pid)
+    pairs = await assert_sessions_share_the_pool(f"{public}/mcp", metrics_url, token, server_proc.pid, config,
+                                                 SIZING_SESSIONS)
+    await asyncio.sleep(1)
+    gateway_loaded = rss_mib(gateway_proc.pid)
+    per_connection = max(rss_mib(fork) + rss_mib(server) for fork, server in pairs)
+    server_need = rss_mib(server_proc.pid) + int(config["POOL_MAX"]) * per_connection
+    assert server_need <= mebibytes(server_spec["resources"]["limits"]["memory"]), (server_need, per_connection)
+    per_session = max(0.0, gateway_loaded - gateway_idle) / SIZING_SESSIONS
+    gateway_need = gateway_idle + int(config["MAX_SESSIONS"]) * per_session
+    gateway_request = mebibytes(gateway_spec["resources"]["requests"]["memory"])
+    assert gateway_need <= gateway_request, (gateway_idle, per_session, gateway_request)
+    assert 2 * gateway_request <= mebibytes(gateway_spec["resources"]["limits"]["memory"])
+    # The memory request is the limit for the server (never scheduled where POOL_MAX processes do not fit).
+    assert server_spec["resources"]["requests"]["memory"] == server_spec["resources"]["limits"]["memory"]
+
+
+SIZING_SESSIONS = 200
+"""Sessions opened to measure the gateway's memory per session: enough that the growth is above RSS noise."""
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Mi": 1.0, "Gi": 1024.0}
+    return float(quantity[:-2]) * units[quantity[-2:]]

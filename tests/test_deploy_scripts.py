@@ -1,6 +1,6 @@
-"""The operator scripts: scripts/start-http.sh runs the server behind socat and the gateway on its socket as the
-images do, and scripts/test-inspector.sh drives the MCP Inspector CLI against it over HTTP with a bearer token and
-over stdio, without the token ever appearing in a process's command line."""
+"""The operator scripts: scripts/start-http.sh runs the server behind socat and the gateway on its socket in pool
+mode as the images and the ConfigMap do, and scripts/test-inspector.sh drives the MCP Inspector CLI against it
+over HTTP with a bearer token and over stdio, without the token ever appearing in a process's command line."""
 
 from __future__ import annotations
 
@@ -110,6 +110,11 @@ def test_inspector_lists_through_the_gateway_with_a_token_nobody_sees_and_over_s
         watch.halt.set()
         watch.join(timeout=5)
     assert_lists(over_http)
+    # Pool mode, as the images are configured: the Inspector's requests went to the pool's shared processes.
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=5) as resp:
+        samples = dict(line.rsplit(" ", 1) for line in resp.read().decode().splitlines() if line[:1] not in ("#", ""))
+    assert float(samples["mcp_gateway_pool_dispatches_total"]) > 0
+    assert 1 <= float(samples["mcp_gateway_pool_processes"]) <= 8
     # The token's scope filters tools/list: a read-only token sees no write tool.
     assert '"name": "create_cluster"' not in over_http
     assert any("inspector" in c for c in watch.seen), "the watch saw the Inspector run"
