@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -63,18 +64,23 @@ RESULT_DIR = re.compile(r"^(?P<scenario>.+)-\d{4}-\d\d-\d\dT[\d-]+Z$")
 
 
 class Slots:
-    """A counting semaphore that takes several slots at once, so a suite waits until all of its slots are free."""
+    """A counting semaphore that takes several slots at once, first come first served: a suite waiting for all of
+    its slots is not overtaken by the single scenarios queued after it."""
 
     def __init__(self, size: int) -> None:
         self.size = self.free = size
         self.changed = threading.Condition()
+        self.queue: deque[object] = deque()
 
     @contextmanager
     def take(self, wanted: int) -> Iterator[None]:
-        wanted = min(wanted, self.size)
+        wanted, ticket = min(wanted, self.size), object()
         with self.changed:
-            self.changed.wait_for(lambda: self.free >= wanted)
+            self.queue.append(ticket)
+            self.changed.wait_for(lambda: self.queue[0] is ticket and self.free >= wanted)
+            self.queue.popleft()
             self.free -= wanted
+            self.changed.notify_all()
         try:
             yield
         finally:
@@ -104,7 +110,10 @@ def run(kind: str, name: str, output: Path, env: dict[str, str]) -> tuple[dict[s
 def test_client_scenarios_pass_through_cnpg_mcp_connect(tmp_path: Path) -> None:
     env = dict(os.environ, NODE_COMPILE_CACHE=str(tmp_path / "node-compile-cache"))
     results = [(("scenario", ALONE), *run("scenario", ALONE, tmp_path, env))]
-    runs = [("suite", name) for name in SUITES] + [("scenario", name) for name in SINGLES]
+    # Largest first, each suite followed by singles that fill the slots it leaves free.
+    runs = [("suite", "sep-835"), ("suite", "metadata"), ("scenario", SINGLES[0]), ("suite", "backcompat")]
+    runs += [("scenario", name) for name in SINGLES[1:]]
+    assert sorted(name for _, name in runs) == sorted([*SUITES, *SINGLES])
     slots = Slots(AT_ONCE)
 
     def bounded(kind: str, name: str) -> tuple[tuple[str, str], dict[str, list[dict[str, Any]]], str]:
