@@ -136,10 +136,21 @@ async def test_initialize_returns_the_upstream_server_info_and_capabilities(gate
         assert capabilities.logging is not None
 
 
-async def test_default_auto_client_negotiates_a_handshake_session(gateway: RunningGateway) -> None:
-    # mode="auto" probes server/discover first and must fall back to initialize through the gateway.
-    async with Client(gateway.mcp_url) as client:
+async def test_default_auto_client_falls_back_to_a_handshake_session_in_session_mode(
+    session_gateway: RunningGateway,
+) -> None:
+    # mode="auto" probes server/discover first; session mode does not offer 2026-07-28, so the client falls back
+    # to initialize through the gateway.
+    async with Client(session_gateway.mcp_url) as client:
         assert client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+        result = await client.call_tool("echo", {"text": "after the probe"})
+        assert text_of(result) == "after the probe"
+
+
+async def test_default_auto_client_lands_on_2026_07_28_in_pool_mode(pool_gateway: RunningGateway) -> None:
+    # The pool serves the stateless protocol when its processes speak it, so the probe succeeds.
+    async with Client(pool_gateway.mcp_url) as client:
+        assert client.protocol_version == "2026-07-28"
         result = await client.call_tool("echo", {"text": "after the probe"})
         assert text_of(result) == "after the probe"
 
