@@ -6,7 +6,9 @@
    plus notifications/initialized, no warm pool; one at a time on an idle gateway, and all at once), the most
    server processes seen, and the RSS of the gateway plus every process under it, while the sessions stay open.
 2. Throughput at 8 sessions, closed loop, tools/call of `echo` on tests/upstreams/echo_server.py (starts in
-   milliseconds, so the figure is the gateway's).
+   milliseconds, so the figure is the gateway's), in steady state: the 8 sessions call for --warmup seconds before
+   the clock starts, so session mode's 8 processes and the pool's (grown from POOL_MIN=1 to 8) are all running when
+   it is measured. The gateway's CPU per call is printed too: on a shared machine it moves less than calls/s.
 
 Each figure is printed for session mode (MAX_SESSIONS as configured, default 100) beside pool mode (POOL_MIN=1,
 POOL_MAX=8), with the goals of issue 10: at most 8 processes, at most 1 GiB RSS, setup p50 at most 5 ms, and pool
@@ -171,27 +173,40 @@ async def sequential_setups(gateway: Gateway, count: int) -> float:
     return percentile(setups, 0.5) * 1000
 
 
-async def throughput(gateway: Gateway, sessions: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def throughput(gateway: Gateway, sessions: int, seconds: float, warmup: float) -> tuple[float, float, int]:
+    """(calls per second, gateway CPU microseconds per call, server processes) of `sessions` in closed loop, measured
+    after `warmup` seconds of the same."""
     clients = [HttpSession(gateway.port) for _ in range(sessions)]
     for client in clients:
         await client.open()
     calls = 0
-    deadline = time.perf_counter() + seconds
+    msg_ids = [0] * sessions
 
-    async def loop(client: HttpSession) -> None:
+    async def loop(n: int, deadline: float) -> None:
         nonlocal calls
-        msg_id = 0
         while time.perf_counter() < deadline:
-            msg_id += 1
-            await client.call(call_body(msg_id))
+            msg_ids[n] += 1
+            await clients[n].call(call_body(msg_ids[n]))
             calls += 1
 
+    await asyncio.gather(*(loop(n, time.perf_counter() + warmup) for n in range(sessions)))
+    calls = 0
+    cpu = cpu_seconds(gateway.process.pid)
     started = time.perf_counter()
-    await asyncio.gather(*(loop(c) for c in clients))
+    await asyncio.gather(*(loop(n, started + seconds) for n in range(sessions)))
     rate = calls / (time.perf_counter() - started)
+    cpu_per_call = (cpu_seconds(gateway.process.pid) - cpu) / calls * 1e6
+    processes = gateway.footprint()[0]
     for client in clients:
         await client.close()
-    return rate
+    return rate, cpu_per_call, processes
 
 
 MODES = {
@@ -210,6 +225,7 @@ async def main() -> None:
     parser.add_argument("--setups", type=int, default=10, help="sessions opened one at a time before the burst")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per mode")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before each throughput round")
     args = parser.parse_args()
 
     figures: dict[str, dict[str, Any]] = {}
@@ -226,17 +242,21 @@ async def main() -> None:
             gateway.stop()
         print(f"{mode}: {figures[mode]}", flush=True)
 
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    rates: dict[str, list[tuple[float, float, int]]] = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode, env in MODES.items():
             gateway = Gateway(ECHO, env)
             try:
                 await gateway.wait_ready()
-                rates[mode].append(await throughput(gateway, 8, args.seconds / args.rounds))
+                rates[mode].append(await throughput(gateway, 8, args.seconds / args.rounds, args.warmup))
             finally:
                 gateway.stop()
     for mode in MODES:
-        figures[mode]["calls_per_s_8"] = sum(rates[mode]) / len(rates[mode])
+        figures[mode]["calls_per_s_8"] = sum(rate for rate, _, _ in rates[mode]) / len(rates[mode])
+        figures[mode]["cpu_us_per_call_8"] = sum(cpu for _, cpu, _ in rates[mode]) / len(rates[mode])
+        figures[mode]["processes_8"] = max(processes for _, _, processes in rates[mode])
+        rounds = [(round(rate), round(cpu)) for rate, cpu, _ in rates[mode]]
+        print(f"{mode}, each round (calls/s, gateway CPU us per call): {rounds}")
 
     session, pool = figures["session"], figures["pool"]
     print(f"\n{args.sessions} concurrent sessions that never DELETE; upstream {args.upstream}")
@@ -251,7 +271,9 @@ async def main() -> None:
         ("session setup p50, all at once (ms)", "setup_p50_ms", "{:.2f}", ""),
         ("session setup p99, all at once (ms)", "setup_p99_ms", "{:.2f}", ""),
         ("wall time to open all (s)", "wall_s", "{:.1f}", ""),
+        ("server processes at 8 sessions", "processes_8", "{:.0f}", ""),
         ("tools/call per s at 8 sessions (echo)", "calls_per_s_8", "{:.0f}", ">= session mode"),
+        ("gateway CPU per call, 8 sessions (us)", "cpu_us_per_call_8", "{:.0f}", ""),
     ]
     for label, key, fmt, goal in rows:
         print(f"{label:<38}{fmt.format(session[key]):>16}{fmt.format(pool[key]):>14}   {goal}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
 from gateway import metrics
 
 HANDSHAKE_VERSIONS: tuple[str, ...] = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -70,15 +72,31 @@ def error_message(msg_id: Any, code: int, message: str, data: Any = None) -> dic
     return {"jsonrpc": "2.0", "id": msg_id, "error": error}
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def json_bytes(obj: Any) -> bytes:
     """Compact UTF-8 JSON, as the gateway writes its own messages."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
     try:
-        return text.encode()
+        return _encode(obj)
     except UnicodeEncodeError:
         # A lone surrogate (a client's id "\\ud800" is valid JSON) has no UTF-8 form; as an escape it goes back
         # exactly as the client wrote it.
         return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def json_loads(data: bytes) -> Any:
+    """Decode JSON; raises ValueError when `data` is not JSON (or is nested absurdly deep)."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        pass  # msgspec refuses lone surrogate escapes ("\\ud800"), which JSON allows: the stdlib reads them
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def error_bytes(msg_id: Any, code: int, message: str, data: Any = None) -> bytes:

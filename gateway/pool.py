@@ -212,6 +212,7 @@ class Pool:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._gauges()
         self._maintainer = asyncio.get_running_loop().create_task(self._maintain(), name="pool-maintainer")
         self._fill()
 
@@ -240,7 +241,6 @@ class Pool:
             self._stop(process, "shutdown")
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        self._gauges()
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -300,7 +300,6 @@ class Pool:
         log.info("pool_process_ready", pool_process=number, upstream_pid=process.upstream.pid)
         self._wake_init_waiters(None)
         self._assign_idle(process)
-        self._gauges()
 
     async def _open(self) -> Upstream:
         limit = self.config.max_message_bytes
@@ -353,7 +352,6 @@ class Pool:
                     self._finish(route)
                     text = f"Bad Gateway: cannot start the upstream server: {self.last_error}"
                     route.lease.refuse(route.client_id, INTERNAL_ERROR, text)
-        self._gauges()
 
     def _stop(self, process: PoolProcess, reason: str, *, count: bool = True) -> None:
         """Take the process out of the pool and close it in the background (stdin EOF first: a clean exit)."""
@@ -367,7 +365,6 @@ class Pool:
         self._fail_own(process, f"the gateway stopped the process ({reason})")
         self._release(process)
         self._spawn_task(process.upstream.close(reason))
-        self._gauges()
 
     def _exited(self, process: PoolProcess, reason: str) -> None:
         """The process ended by itself: its requests in flight get an error; everyone else goes on."""
@@ -388,7 +385,6 @@ class Pool:
             route.lease.refuse(route.client_id, INTERNAL_ERROR, text)
         process.routes.clear()
         self._release(process)
-        self._gauges()
         self._fill()
 
     @staticmethod
@@ -416,9 +412,10 @@ class Pool:
                 log.exception("pool_maintenance_failed")
 
     def _gauges(self) -> None:
-        metrics.POOL_PROCESSES.set(len(self.processes))
-        metrics.POOL_BUSY.set(sum(1 for p in self.processes if p.owner is not None))
-        metrics.POOL_QUEUED.set(sum(1 for r in self.queue if not r.done))
+        """Let the pool gauges read this pool when /metrics is scraped: nothing to set on the request path."""
+        metrics.POOL_PROCESSES.set_function(lambda: len(self.processes))
+        metrics.POOL_BUSY.set_function(lambda: sum(1 for p in self.processes if p.owner is not None))
+        metrics.POOL_QUEUED.set_function(lambda: sum(1 for r in self.queue if not r.done))
 
     # --- initialize ---------------------------------------------------------------------------------------
 
@@ -521,7 +518,6 @@ class Pool:
             route.timer = asyncio.get_running_loop().call_later(timeout, self._queue_timed_out, route)
         self.queue.append(route)
         lease.queued.append(route)
-        self._gauges()
         if len(self.processes) + self.starting < self.config.pool_max:
             self._fill()
 
@@ -550,7 +546,6 @@ class Pool:
         process.owner = lease
         process.leased_at = time.monotonic()
         lease.processes.add(process)
-        self._gauges()
 
     def _send(self, process: PoolProcess, route: Route) -> None:
         route.process = process
@@ -572,7 +567,6 @@ class Pool:
         log.warning("pool_queue_timeout", seconds=waited, method=route.method[:100], **route.lease.log_context)
         text = f"Server busy: no upstream server process was free within POOL_QUEUE_TIMEOUT ({waited} s); try again"
         route.lease.refuse(route.client_id, SERVER_BUSY, text)
-        self._gauges()
 
     def _client_answer(self, lease: Lease, message: dict[str, Any]) -> None:
         """A client's answer to a server-to-client request goes back to the process that asked, with its id."""
@@ -621,7 +615,6 @@ class Pool:
         lease.asks.clear()
         for process in list(lease.processes):
             self._maybe_release(process)
-        self._gauges()
 
     def _finish(self, route: Route) -> None:
         """Forget the route everywhere; its process may be free afterwards."""
@@ -768,7 +761,6 @@ class Pool:
         if process.paused:
             process.paused = False
             process.upstream.resume_reading()
-        self._gauges()
 
     def _assign_idle(self, process: PoolProcess) -> None:
         """Give a free process to the session that has waited longest, with all its waiting requests."""
@@ -787,9 +779,7 @@ class Pool:
                     route.timer = None
                 metrics.POOL_QUEUE_WAIT.observe(time.monotonic() - route.enqueued)
                 self._send(process, route)
-            self._gauges()
             return
-        self._gauges()
 
 
 def _error_text(message: dict[str, Any]) -> str:

@@ -2,8 +2,8 @@
 
 A `Session` holds a `Channel` to its upstream (its own process or socket in session mode, a lease on the shared
 pool in pool mode: gateway.pool), the requests in flight (`Pending`) and its SSE `Stream`s. Each upstream line's
-envelope (id, method, params.progressToken) is read by `gateway.envelope` (a small line is parsed, a large one read
-from its ends) and the line is forwarded as the same bytes; only a tools/list result filtered for the caller is
+envelope (id, method, params.progressToken) is read by `gateway.envelope` (its top-level members, payloads not
+decoded) and the line is forwarded as the same bytes; only a tools/list result filtered for the caller is
 re-serialized.
 """
 

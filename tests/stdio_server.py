@@ -7,7 +7,10 @@ own tests: a fast ``echo`` for benchmarks, ``slow`` for drain and timeout tests,
 ``whoami`` to tell sessions apart by process, ``change_lists`` for list_changed notifications and
 ``touch_resource`` for resource subscriptions.
 
-One process serves exactly one MCP session, so the module-level ``State`` is the session's state.
+The module-level ``State`` belongs to the process. In session mode a process serves exactly one MCP session, so it
+is that session's state. In pool mode a process serves many sessions, one at a time: the gateway initializes it
+and sets its log level once, refuses subscriptions itself, and a ``change_lists`` call changes the lists that every
+later session on that process sees, as a real server's list change would.
 
 For MCP 2026-07-28 (which the SDK's stdio loop serves when the first request carries the 2026 ``_meta`` envelope) it
 adds the fixtures of the suite's 2026 scenarios: the ``test_input_required_result_*`` tools and prompt, which answer
