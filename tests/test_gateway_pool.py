@@ -10,53 +10,21 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway import metrics
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.security import AuthRejection, Principal
-from tests.fixtures.gateway import McpHttp, read_sse
+from tests.fixtures.gateway import HeaderAuthenticator, McpHttp, read_sse
 
 UPSTREAM = (sys.executable, "-m", "tests.stdio_server")
 WAIT = 60.0
 EVERY_CAPABILITY = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
-
-
-class HeaderAuthenticator:
-    """The principal is whoever X-Test-User names; nothing is ever denied."""
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    def is_ready(self) -> bool:
-        return True
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
-
-    async def authenticate(self, request: web.Request) -> Principal:
-        user = request.headers.get("X-Test-User")
-        if not user:
-            raise AuthRejection(401, "missing_header", {"error_description": "no credentials"}, {})
-        return Principal(subject=f"test|{user}", client_id=user, scopes=frozenset(), expires_at=time.time() + 600)
-
-    def authorize_message(
-        self, principal: Principal, message: Mapping[str, Any], request: web.Request | None = None
-    ) -> None:
-        pass
-
-    def filter_result(self, principal: Principal, method: str, message: dict[str, Any]) -> dict[str, Any]:
-        return message
 
 
 async def start_pool(**settings: Any) -> TestServer:

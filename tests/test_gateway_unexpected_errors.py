@@ -25,26 +25,14 @@ from structlog.testing import capture_logs
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.security import Principal
-from tests.fixtures.gateway import ROOT, McpHttp, messages, read_sse
+from tests.fixtures.gateway import ROOT, HeaderAuthenticator, McpHttp, messages, read_sse
 
 ECHO = (sys.executable, "-S", str(ROOT / "tests" / "upstreams" / "echo_server.py"))
 TOKEN = "tok-SECRET-4711"
 
 
-class BuggyAuthenticator:
+class BuggyAuthenticator(HeaderAuthenticator):
     """Lets everyone in, then fails with a plain bug: on tools/call (authorize) or on tools/list (filter)."""
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    def is_ready(self) -> bool:
-        return True
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
 
     async def authenticate(self, request: web.Request) -> Principal:
         return Principal(subject="test|user", client_id="cli", scopes=frozenset(), expires_at=time.time() + 60)
