@@ -44,7 +44,10 @@ def test_images_are_pinned_non_root_labelled_and_without_compilers(name: str) ->
     stages = dockerfile_stages(name)
     final = final_stage(name)
     for stage in stages.values():
-        assert re.fullmatch(r"(python:3\.11\.\d+-slim-bookworm|node:22\.\d+\.\d+-bookworm-slim)", stage.base)
+        # Pinned by version and by the digest of the image's index.
+        assert re.fullmatch(
+            r"(python:3\.11\.\d+-slim-bookworm|node:22\.\d+\.\d+-bookworm-slim)@sha256:[0-9a-f]{64}", stage.base
+        ), stage.base
     assert final.user == "10001:10001"
     assert final.healthcheck and final.healthcheck.split()[-1] != "NONE"
     assert {"org.opencontainers.image.title", "org.opencontainers.image.version", "org.opencontainers.image.source",
