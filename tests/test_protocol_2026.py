@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.fixtures.gateway import RunningGateway, StartGateway, free_port
+from tests.fixtures.gateway import ECHO_UPSTREAM, RunningGateway, StartGateway, free_port
 from tests.fixtures.idp import DevIdp, start_gateway
 
 UPSTREAM = f"{sys.executable} -m tests.stdio_server"
@@ -241,3 +241,19 @@ async def test_cnpg_mcp_server_speaks_2026_through_the_gateway(
             result = await client.call_tool("list_clusters", {"namespace": "default"})
             assert not result.is_error, text_of(result)
             assert json.dumps(result.model_dump(mode="json"))
+
+
+async def test_an_upstream_that_does_not_speak_2026_is_never_offered_it(gateway_factory: StartGateway) -> None:
+    # tests/upstreams/echo_server.py knows only the handshake versions: its server/discover probe fails, so the
+    # gateway withdraws 2026-07-28 and says so in the version error, and an auto client falls back to initialize.
+    gateway = gateway_factory(upstream_command=ECHO_UPSTREAM, env={"UPSTREAM_MODE": "pool", "POOL_MIN": "1"})
+    for _ in range(2):  # before and after the probe has been made
+        status, answer = await post(gateway.mcp_url, call("echo", text="hi"))
+        assert status == 400, answer
+        assert answer["error"]["code"] == -32022, answer
+        assert MODERN not in answer["error"]["data"]["supported"]
+        assert answer["error"]["data"]["requested"] == MODERN
+    async with connect(gateway.mcp_url, None, "auto") as client:
+        assert client.protocol_version != MODERN
+        result = await client.call_tool("echo", {"text": "fell back"})
+    assert "fell back" in text_of(result)
