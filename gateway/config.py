@@ -29,6 +29,7 @@ from gateway.settings import (
     origins,
     read_settings,
     seconds,
+    secret_file,
     text,
 )
 
@@ -160,7 +161,7 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
         "request_state_key_file",
         "REQUEST_STATE_KEY_FILE",
         "--request-state-key-file",
-        optional_text,
+        secret_file,
         "Pool mode, MCP 2026-07-28: file with the secret (at least 16 bytes) that seals requestState of "
         "input-required results; give every replica the same one (default: a key per gateway process).",
     ),

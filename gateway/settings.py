@@ -77,6 +77,22 @@ def optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def secret_file(raw: str) -> str | None:
+    """A file holding a secret of at least 16 bytes (surrounding whitespace ignored); empty means unset. Read here so
+    that a missing or short file is a configuration error at start, not a failure on the first request."""
+    path = raw.strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            secret = handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{path} must hold a secret of at least 16 bytes")
+    return path
+
+
 def host(raw: str) -> str:
     value = raw.strip()
     if not value.strip("[]"):

@@ -233,6 +233,7 @@ def load_state_key(config: GatewayConfig) -> bytes:
             detail="REQUEST_STATE_KEY_FILE unset: requestState sealed by this replica is refused by others",
         )
         return os.urandom(32)
+    # The setting's parser checked the file at start; a file that changed since then fails here, loudly.
     with open(path, "rb") as handle:
         secret = handle.read().strip()
     if len(secret) < 16:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,9 @@ def test_help_sends_oidc_readers_to_the_auth_document() -> None:
 # One parser per setting: a value means the same, or is refused with the same message, from env or flag ----------
 
 AUTH = {"OIDC_ISSUER": "https://idp.example", "OIDC_AUDIENCE": "https://mcp.example/mcp"}
+# A request-state key file: the setting's parser reads it at start.
+KEY_FILE = Path(tempfile.mkdtemp(prefix="cnpg-mcp-config-")) / "request-state-key"
+KEY_FILE.write_text("0123456789abcdef0123456789abcdef\n")
 
 # For every setting: a valid value other than the default, and a value its parser refuses (None: every text is
 # valid, e.g. a socket path or a list of audiences).
@@ -147,7 +151,7 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "POOL_IDLE_TIMEOUT": ("60", "0"),
     "POOL_RECYCLE_AFTER": ("100", "-1"),
     "POOL_QUEUE_TIMEOUT": ("0", "nan"),
-    "REQUEST_STATE_KEY_FILE": ("/run/secrets/request-state-key", None),
+    "REQUEST_STATE_KEY_FILE": (str(KEY_FILE), str(KEY_FILE.parent / "missing")),
     "ALLOWED_ORIGINS": ("https://a.example.com, https://b.example.com:8443", "https://user:pw@app.example.com"),
     "SESSION_IDLE_TIMEOUT": ("60", "-1"),
     "MAX_SESSIONS": ("5", "0"),
@@ -250,3 +254,12 @@ def test_insecure_mode_logs_a_loud_warning(gateway_factory) -> None:  # type: ig
     gw = gateway_factory(upstream_command=ECHO_UPSTREAM)
     assert '"insecure_mode"' in gw.logs()
     assert '"level": "warning"' in gw.logs()
+
+
+def test_a_request_state_key_file_that_is_missing_or_short_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"REQUEST_STATE_KEY_FILE.*cannot read .*missing"):
+        load_config([], {"REQUEST_STATE_KEY_FILE": str(tmp_path / "missing")})
+    short = tmp_path / "short"
+    short.write_text("too short\n")
+    with pytest.raises(ConfigError, match=r"at least 16 bytes"):
+        load_config(["--request-state-key-file", str(short)], {})
