@@ -3,8 +3,9 @@
 1. Many sessions (--sessions, default 1,000) open at once: each initializes, calls a tool once and never sends
    DELETE, as the MCP Inspector CLI and mcp-remote do. The upstream is the real server (--upstream, default
    cnpg-mcp-server, 1.3-1.9 s to start). Figures: sessions served and refused, session setup time (initialize
-   plus notifications/initialized, no warm pool; one at a time on an idle gateway, and all at once), the most
-   server processes seen, and the RSS of the gateway plus every process under it, while the sessions stay open.
+   plus notifications/initialized, no warm pool; one at a time on an idle gateway, once the processes it starts by
+   itself are up, and all at once), the most server processes seen, and the RSS of the gateway plus every process
+   under it, while the sessions stay open.
 2. Throughput at 8 sessions, closed loop, tools/call of `echo` on tests/upstreams/echo_server.py (starts in
    milliseconds, so the figure is the gateway's), in steady state: the 8 sessions call for --warmup seconds before
    the clock starts, so session mode's 8 processes and the pool's (grown from POOL_MIN=1 to 8) are all running when
@@ -14,7 +15,7 @@ Each figure is printed for session mode (MAX_SESSIONS as configured, default 100
 POOL_MAX=8), with the goals of issue 10: at most 8 processes, at most 1 GiB RSS, setup p50 at most 5 ms, and pool
 throughput at 8 sessions no lower than session mode's.
 
-Run: .venv/bin/python bench/bench_pool.py [--sessions 1000] [--upstream "cnpg-mcp-server"] [--seconds 8]
+Run: .venv/bin/python bench/bench_pool.py [--sessions 1000] [--upstream "cnpg-mcp-server"] [--seconds 24]
 """
 
 from __future__ import annotations
@@ -95,6 +96,18 @@ class Gateway:
                 pass
             await asyncio.sleep(0.1)
         raise TimeoutError("gateway not ready")
+
+    async def settle(self) -> None:
+        """Wait until the processes the gateway starts by itself are up: the count unchanged for a second."""
+        count, steady_since = -1, time.monotonic()
+        deadline = steady_since + 60
+        while time.monotonic() < deadline:
+            current = self.footprint()[0]
+            if current != count:
+                count, steady_since = current, time.monotonic()
+            elif time.monotonic() - steady_since >= 1.0:
+                return
+            await asyncio.sleep(0.1)
 
     def footprint(self) -> tuple[int, int]:
         """(server processes under the gateway, RSS of the gateway and all of them in bytes)."""
@@ -223,8 +236,8 @@ async def main() -> None:
     parser.add_argument("--max-sessions", type=int, default=2000, help="MAX_SESSIONS of the pool-mode gateway")
     parser.add_argument("--session-max-sessions", type=int, default=100, help="MAX_SESSIONS in session mode")
     parser.add_argument("--setups", type=int, default=10, help="sessions opened one at a time before the burst")
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per mode")
+    parser.add_argument("--seconds", type=float, default=24.0, help="measured throughput time per mode, all rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating throughput rounds per mode")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before each throughput round")
     args = parser.parse_args()
 
@@ -234,6 +247,7 @@ async def main() -> None:
         gateway = Gateway(args.upstream, {**env, "MAX_SESSIONS": str(limit)})
         try:
             await gateway.wait_ready()
+            await gateway.settle()
             idle_setup = await sequential_setups(gateway, args.setups)
             figures[mode] = await many_sessions(gateway, args.sessions, args.tool)
             figures[mode]["idle_setup_p50_ms"] = idle_setup
