@@ -209,6 +209,11 @@ class Pool:
         self.last_error: str | None = None
         self.closing = False
 
+    @property
+    def minimum(self) -> int:
+        """Processes kept even when idle (POOL_MIN)."""
+        return self.config.pool_min
+
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -222,7 +227,7 @@ class Pool:
             return False
         if any(p.usable for p in self.processes):
             return True
-        return self.config.pool_min == 0 and self._failures == 0
+        return self.minimum == 0 and self._failures == 0
 
     async def close(self) -> None:
         """Refuse what waits, stop every process (stdin EOF, then signals), wait for all of it."""
@@ -257,7 +262,7 @@ class Pool:
         if self.closing or time.monotonic() < self._retry_at:
             return
         live = len(self.processes) + self.starting
-        wanted = max(self.config.pool_min, min(self.config.pool_max, live + self._waiting_leases()))
+        wanted = max(self.minimum, min(self.config.pool_max, live + self._waiting_leases()))
         if self.init_result is None and self._init_waiters:
             wanted = max(wanted, 1)
         for _ in range(min(wanted, self.config.pool_max) - live):
@@ -401,7 +406,7 @@ class Pool:
             try:
                 now = time.monotonic()
                 idle = [p for p in self.processes if p.owner is None and p.usable and not p.routes]
-                spare = len(self.processes) - self.config.pool_min
+                spare = len(self.processes) - self.minimum
                 for process in sorted(idle, key=lambda p: p.idle_since):
                     if spare <= 0 or now - process.idle_since < self.config.pool_idle_timeout:
                         break

@@ -253,6 +253,12 @@ class ModernPool(Pool):
         self.unsupported: str | None = None
         """Why the upstream does not speak 2026-07-28, once a probe said so; then nothing is started any more."""
 
+    @property
+    def minimum(self) -> int:
+        """None kept idle: this partition starts on the first 2026-07-28 request (or server/discover) and shrinks
+        back to nothing, so a gateway whose clients all use sessions runs at most POOL_MAX processes in all."""
+        return 0
+
     def _fill(self) -> None:
         if self.unsupported is None:
             super()._fill()
