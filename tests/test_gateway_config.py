@@ -145,7 +145,7 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "MCP_PATH": ("/v1/mcp/", "/mcp?x#y"),
     "UPSTREAM_COMMAND": ("python -m 'my server'", "python 'unterminated"),
     "UPSTREAM_SOCKET": ("/run/mcp.sock", None),
-    "UPSTREAM_MODE": ("pool", "shared"),
+    "UPSTREAM_MODE": ("pool", "together"),
     "POOL_MIN": ("0", "-1"),
     "POOL_MAX": ("2", "0"),
     "POOL_IDLE_TIMEOUT": ("60", "0"),
