@@ -20,7 +20,7 @@ from gateway import metrics
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.security import AuthRejection, Principal
-from tests.fixtures.gateway import ROOT, McpHttp
+from tests.fixtures.gateway import ROOT, McpHttp, as_user
 
 ECHO = (sys.executable, "-S", str(ROOT / "tests" / "upstreams" / "echo_server.py"))
 
@@ -95,17 +95,6 @@ async def server(fake: FakeAuthenticator) -> AsyncIterator[TestServer]:
         yield test_server
     finally:
         await test_server.close()
-
-
-def as_user(http: aiohttp.ClientSession, server: TestServer, user: str) -> McpHttp:
-    client = McpHttp(http, str(server.make_url("/mcp")))
-    original = client.headers
-
-    def headers(**extra: str) -> dict[str, str]:
-        return {"X-Test-User": user, **original(**extra)}
-
-    client.headers = headers  # type: ignore[method-assign]
-    return client
 
 
 async def test_requests_without_credentials_get_the_authenticators_rejection(

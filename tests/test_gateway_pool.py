@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from gateway import metrics
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from tests.fixtures.gateway import HeaderAuthenticator, McpHttp, read_sse
+from tests.fixtures.gateway import HeaderAuthenticator, McpHttp, as_user, read_sse
 
 UPSTREAM = (sys.executable, "-m", "tests.stdio_server")
 WAIT = 60.0
@@ -42,17 +42,6 @@ async def pool2() -> AsyncIterator[TestServer]:
         yield server
     finally:
         await server.close()
-
-
-def as_user(http: aiohttp.ClientSession, server: TestServer, user: str) -> McpHttp:
-    client = McpHttp(http, str(server.make_url("/mcp")))
-    plain = client.headers
-
-    def headers(**extra: str) -> dict[str, str]:
-        return {"X-Test-User": user, **plain(**extra)}
-
-    client.headers = headers  # type: ignore[method-assign]
-    return client
 
 
 async def call_answering(client: McpHttp, name: str, arguments: dict[str, Any], tag: str) -> list[dict[str, Any]]:
