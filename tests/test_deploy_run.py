@@ -82,8 +82,15 @@ class Stack:
         LOG_FILES.append(log)
         full_env = {"PATH": os.environ["PATH"], "HOME": str(self.workdir), **env}
         with log.open("ab") as out:
-            proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         self.processes[name], self.argv[name] = proc, argv
         return proc
 
@@ -144,8 +151,9 @@ def socket_accepts(path: Path) -> bool:
 
 def client_credentials_token(token_url: str, client: str, secret: str, resource: str) -> str:
     basic = base64.b64encode(f"{client}:{secret}".encode()).decode()
-    form = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "openid cnpg:read cnpg:write",
-                                   "resource": resource}).encode()
+    form = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "scope": "openid cnpg:read cnpg:write", "resource": resource}
+    ).encode()
     req = urllib.request.Request(token_url, data=form, headers={"Authorization": f"Basic {basic}"})
     with urllib.request.urlopen(req, timeout=15) as resp:
         token = str(json.loads(resp.read())["access_token"])
@@ -160,15 +168,17 @@ def text(result: CallToolResult) -> str:
 async def call_tools_through(mcp_url: str, token: str) -> None:
     """Anonymous requests are refused; with the token, a cluster is created and listed through gateway and server."""
     async with httpx2.AsyncClient(timeout=10.0) as anonymous:
-        refused = await anonymous.post(mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                                       headers={"Accept": "application/json, text/event-stream"})
+        refused = await anonymous.post(
+            mcp_url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
     assert refused.status_code == 401 and "resource_metadata=" in refused.headers["www-authenticate"]
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0))
     async with http, Client(streamable_http_client(mcp_url, http_client=http)) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {"list_clusters", "create_cluster"} <= tools
-        created = await client.call_tool("create_cluster", {"name": "deployed", "instances": 1,
-                                                            "storage_size": "1Gi"})
+        created = await client.call_tool("create_cluster", {"name": "deployed", "instances": 1, "storage_size": "1Gi"})
         assert not created.is_error, text(created)
         listed = await client.call_tool("list_clusters", {})
         assert not listed.is_error and "deployed" in text(listed), text(listed)
@@ -210,18 +220,32 @@ def parent_of(pid: int) -> int:
 
 async def open_sessions(mcp_url: str, token: str, count: int) -> list[str]:
     """`count` MCP sessions (initialize, notifications/initialized) left open, as clients that never DELETE."""
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "sizing", "version": "1"}}}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "sizing", "version": "1"},
+        },
+    }
     sessions = []
     async with httpx2.AsyncClient(headers=headers, timeout=30.0) as http:
         for _ in range(count):
             answer = await http.post(mcp_url, json=init)
             assert answer.status_code == 200, answer.text
             sid = answer.headers["mcp-session-id"]
-            done = await http.post(mcp_url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                                   headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
+            done = await http.post(
+                mcp_url,
+                json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"},
+            )
             assert done.status_code == 202, done.text
             sessions.append(sid)
     return sessions
@@ -283,8 +307,12 @@ async def test_compose_services_run_as_written_and_serve_a_tool_call_with_auth(s
     gateway_port, idp_port = free_port(), free_port()
     secret = secrets.token_urlsafe(24)
     SECRETS.add(secret)
-    env_file = {"GATEWAY_PORT": str(gateway_port), "IDP_PORT": str(idp_port), "DEV_CLIENTS": f"cnpg-dev:{secret}",
-                "GRAFANA_ADMIN_PASSWORD": "unused"}
+    env_file = {
+        "GATEWAY_PORT": str(gateway_port),
+        "IDP_PORT": str(idp_port),
+        "DEV_CLIENTS": f"cnpg-dev:{secret}",
+        "GRAFANA_ADMIN_PASSWORD": "unused",
+    }
     services = compose(env_file)["services"]
 
     # Named volumes: one directory each, shared by every service that mounts it.
@@ -333,8 +361,9 @@ async def test_compose_services_run_as_written_and_serve_a_tool_call_with_auth(s
     assert gateway_env["OIDC_ISSUER"] == issuer
     published = {p.split(":")[-1]: p.split(":")[1] for p in services["gateway"]["ports"]}
     assert all(p.startswith("127.0.0.1:") for p in services["gateway"]["ports"])
-    gateway_env.update(HOST="127.0.0.1", METRICS_HOST="127.0.0.1", PORT=published[gateway_env["PORT"]],
-                       METRICS_PORT=str(free_port()))
+    gateway_env.update(
+        HOST="127.0.0.1", METRICS_HOST="127.0.0.1", PORT=published[gateway_env["PORT"]], METRICS_PORT=str(free_port())
+    )
     argv = translate(effective_argv(gateway_stage, command=services["gateway"]["command"]), mounts["gateway"])
     assert argv[1:] == ["--upstream-socket", str(sock)]
     stack.start("gateway", localize_program(argv), gateway_env)
@@ -346,8 +375,9 @@ async def test_compose_services_run_as_written_and_serve_a_tool_call_with_auth(s
     await call_tools_through(f"{base}/mcp", token)
     assert "Created Cluster" in stack.log("sandbox") or "deployed" in stack.log("sandbox")
     metrics_url = f"http://127.0.0.1:{gateway_env['METRICS_PORT']}/metrics"
-    await assert_sessions_share_the_pool(f"{base}/mcp", metrics_url, token, stack.processes["server"].pid,
-                                         gateway_env, int(gateway_env["POOL_MAX"]) + 4)
+    await assert_sessions_share_the_pool(
+        f"{base}/mcp", metrics_url, token, stack.processes["server"].pid, gateway_env, int(gateway_env["POOL_MAX"]) + 4
+    )
     every_argv = " ".join(" ".join(a) for a in stack.argv.values())
     assert secret not in every_argv and token not in every_argv
 
@@ -402,8 +432,15 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
     public = f"http://127.0.0.1:{port}"
     gateway_env = translate_env({**gateway_stage.env, **configmap_env("gateway")}, IMAGE_PATHS)
     metrics_port = free_port()
-    gateway_env.update(OIDC_ISSUER=idp.issuer, OIDC_AUDIENCE=f"{public}/mcp", PUBLIC_URL=public, HOST="127.0.0.1",
-                       METRICS_HOST="127.0.0.1", PORT=str(port), METRICS_PORT=str(metrics_port))
+    gateway_env.update(
+        OIDC_ISSUER=idp.issuer,
+        OIDC_AUDIENCE=f"{public}/mcp",
+        PUBLIC_URL=public,
+        HOST="127.0.0.1",
+        METRICS_HOST="127.0.0.1",
+        PORT=str(port),
+        METRICS_PORT=str(metrics_port),
+    )
     gateway_env = {k: v for k, v in gateway_env.items() if v != ""}
     argv = translate(argv, mounts_of("gateway"))
     assert argv[1:] == ["--upstream-socket", str(sock)]
@@ -417,8 +454,9 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
 
     # RBAC: every Kubernetes call the server made is granted by the rendered role, bound to the pod's account.
     role = find(docs, "ClusterRole", "cnpg-mcp-server")
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
     calls = {rbac_call(req.method, req.path) for req in kube_api.requests}
     assert calls and {(g, r, v) for v, g, r in calls} <= granted, calls
     binding = find(docs, "RoleBinding", "cnpg-mcp-server")
@@ -432,8 +470,9 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
     config = configmap_env("gateway")
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     gateway_idle = rss_mib(gateway_proc.pid)
-    pairs = await assert_sessions_share_the_pool(f"{public}/mcp", metrics_url, token, server_proc.pid, config,
-                                                 SIZING_SESSIONS)
+    pairs = await assert_sessions_share_the_pool(
+        f"{public}/mcp", metrics_url, token, server_proc.pid, config, SIZING_SESSIONS
+    )
     await asyncio.sleep(1)
     gateway_loaded = rss_mib(gateway_proc.pid)
     per_connection = max(rss_mib(fork) + rss_mib(server) for fork, server in pairs)
