@@ -40,8 +40,13 @@ def test_every_published_port_is_on_loopback_and_metrics_are_not_published() -> 
 
 def test_services_start_in_order_of_health() -> None:
     services = compose(ENV)["services"]
-    order = {"server": "sandbox", "gateway": "server", "idp": "gateway", "prometheus": "gateway",
-             "grafana": "prometheus"}
+    order = {
+        "server": "sandbox",
+        "gateway": "server",
+        "idp": "gateway",
+        "prometheus": "gateway",
+        "grafana": "prometheus",
+    }
     for service, dependency in order.items():
         assert services[service]["depends_on"][dependency]["condition"] == "service_healthy"
         has_check = "healthcheck" in services[dependency] or final_stage("Dockerfile.gateway").healthcheck
@@ -53,8 +58,11 @@ def test_the_dev_client_secret_comes_from_the_env_file_and_never_from_a_command(
     assert raw["secrets"]["dev_clients"] == {"environment": "DEV_CLIENTS"}
     assert "dev_clients" in raw["services"]["idp"]["secrets"]
     assert "DEV_CLIENTS" not in json.dumps({k: v.get("command") for k, v in raw["services"].items()})
-    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert example["DEV_CLIENTS"].startswith("cnpg-dev:replace")
     ignored = subprocess.run(["git", "check-ignore", ".env"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert ignored.returncode == 0, ".env must be git-ignored"
@@ -75,8 +83,13 @@ def test_prometheus_config_is_valid_and_loads_the_alert_rules(tmp_path: Path) ->
     config["rule_files"] = [local[f] for f in config["rule_files"]]
     assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["gateway:9464"]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0 and "SUCCESS" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
