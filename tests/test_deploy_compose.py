@@ -68,6 +68,13 @@ def test_the_dev_client_secret_comes_from_the_env_file_and_never_from_a_command(
     assert ignored.returncode == 0, ".env must be git-ignored"
 
 
+def test_one_gateway_runs_so_no_request_state_key_needs_sharing() -> None:
+    # docs/deploy.md: compose sets no REQUEST_STATE_KEY_FILE because one gateway serves every request, so each
+    # requestState comes back to the gateway that sealed it. Several gateways would need one shared key file.
+    gateway = compose(ENV)["services"]["gateway"]
+    assert gateway.get("scale", 1) == 1 and gateway.get("deploy", {}).get("replicas", 1) == 1
+
+
 def test_the_server_reads_a_host_kubeconfig_read_only_or_the_sandbox() -> None:
     sandbox = compose_volumes(compose(ENV)["services"]["server"])
     assert sandbox["/kube"] == "sandbox-kubeconfig:ro".split(":")[0]

@@ -2,18 +2,22 @@
 
 Helpers: Dockerfile stages (ENV, ENTRYPOINT, CMD, inherited through `FROM <stage>`), Compose variable
 interpolation, `kubectl kustomize` rendering, the effective command of a container (Compose `command` and
-Kubernetes `args` replace CMD, Kubernetes `command` replaces ENTRYPOINT), and the translation from container paths
-and addresses to this machine's (volumes become temporary directories, 0.0.0.0 becomes 127.0.0.1). The tests in
-this file check the helpers themselves.
+Kubernetes `args` replace CMD, Kubernetes `command` replaces ENTRYPOINT), the Secrets a user creates by the
+commands docs/deploy.md gives (run with kubectl's --dry-run=client) and what the kubelet writes into a secret volume,
+and the translation from container paths and addresses to this machine's (volumes become temporary directories,
+0.0.0.0 becomes 127.0.0.1). The tests in this file check the helpers themselves.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +213,62 @@ def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
     raise LookupError(name)
 
 
+# Secrets the user creates -------------------------------------------------------------------------------------
+
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+
+def documented_secret_command(name: str) -> str:
+    """The one command docs/deploy.md gives to create the Secret `name` (the install steps and troubleshooting
+    must give the same one)."""
+    commands = {
+        line.strip() for line in DEPLOY_DOC.read_text().splitlines() if f"create secret generic {name} " in line
+    }
+    assert len(commands) == 1, f"docs/deploy.md: {len(commands)} different commands create {name}: {commands}"
+    return commands.pop()
+
+
+def created_secret(name: str) -> dict[str, Any]:
+    """The Secret that docs/deploy.md's command for `name` makes: the command runs here, with kubectl's
+    --dry-run=client appended, so nothing reaches a cluster. Each call runs it again (a random key is new)."""
+    command = documented_secret_command(name)
+    with tempfile.TemporaryDirectory() as home:
+        env = {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "HOME": home,
+            "KUBECONFIG": str(Path(home) / "no-cluster"),
+        }
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", f"{command} --dry-run=client -o yaml"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+    assert result.returncode == 0, result.stderr
+    secret: dict[str, Any] = yaml.safe_load(result.stdout)
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", name), secret["metadata"]
+    return secret
+
+
+def secret_volume_files(volume: dict[str, Any], secrets: Mapping[str, dict[str, Any]]) -> dict[str, bytes]:
+    """{path in the volume: content} as the kubelet writes a `secret` volume: each item's key at its path, or every
+    key at its own name without items. A missing Secret or key fails the mount, as it does in a pod, unless the
+    volume is optional."""
+    source = volume["secret"]
+    secret = secrets.get(source["secretName"])
+    if secret is None:
+        assert source.get("optional", False), f'secret "{source["secretName"]}" not found'  # the kubelet's words
+        return {}
+    data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    data |= {k: v.encode() for k, v in (secret.get("stringData") or {}).items()}
+    items = source.get("items") or [{"key": k, "path": k} for k in data]
+    missing = [item["key"] for item in items if item["key"] not in data]
+    assert not missing or source.get("optional", False), f"references non-existent secret key: {missing[0]}"
+    return {item["path"]: data[item["key"]] for item in items if item["key"] in data}
+
+
 # Effective commands -------------------------------------------------------------------------------------------
 
 
@@ -268,3 +328,15 @@ def test_paths_translate_longest_prefix_first() -> None:
     ]
     paths = {"/run/mcp": "/tmp/v/a", "/tmp": "/tmp/v/b"}
     assert translate(["/run/mcp/s", "/tmp/x"], paths) == ["/tmp/v/a/s", "/tmp/v/b/x"]
+
+
+def test_secret_volume_files_follow_the_kubelet() -> None:
+    secret = {"data": {"key": base64.b64encode(b"k1").decode(), "other": base64.b64encode(b"o").decode()}}
+    volume = {"secret": {"secretName": "s", "items": [{"key": "key", "path": "sub/file"}]}}
+    assert secret_volume_files(volume, {"s": secret}) == {"sub/file": b"k1"}
+    assert secret_volume_files({"secret": {"secretName": "s"}}, {"s": secret}) == {"key": b"k1", "other": b"o"}
+    with pytest.raises(AssertionError, match='secret "s" not found'):
+        secret_volume_files(volume, {})
+    with pytest.raises(AssertionError, match="non-existent secret key: nope"):
+        secret_volume_files({"secret": {"secretName": "s", "items": [{"key": "nope", "path": "x"}]}}, {"s": secret})
+    assert secret_volume_files({"secret": {"secretName": "s", "optional": True}}, {}) == {}

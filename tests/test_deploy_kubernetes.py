@@ -1,13 +1,15 @@
 """k8s/: the kustomize base and the example overlay, rendered by kubectl's kustomize and checked as a cluster and
 a security review would: Kubernetes schemas, the Prometheus Operator CRDs' schemas, checkov, and the properties
-the deployment promises (credentials only in the server container, hardening, probes, grace, RBAC from the
+the deployment promises (Kubernetes credentials only in the server container, the requestState key only in the
+gateway's, from one Secret the user creates with the documented command; hardening, probes, grace, RBAC from the
 permission table, monitoring objects equal to the files compose uses)."""
 
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -18,8 +20,9 @@ from kubernetes.config import incluster_config
 
 from deploy.render_rbac import TARGET as BASE_RBAC
 from deploy.render_rbac import render as render_base_rbac
+from gateway.settings import secret_file
 from server.permissions import PERMISSIONS, READ_VERBS, READONLY_ROLE_NAME, ROLE_NAME
-from tests.test_deploy_files import BIN, ROOT, container, find, kustomize
+from tests.test_deploy_files import BIN, ROOT, container, created_secret, find, kustomize, secret_volume_files
 
 CRD_DIR = ROOT / "tests" / "data" / "prometheus-operator-crds"
 KUBERNETES_VERSION = "1.30"
@@ -141,6 +144,58 @@ def test_pod_has_no_token_and_only_the_server_container_mounts_one(rendered: lis
         Path(incluster_config.SERVICE_CERT_FILENAME).name,
         "namespace",
     } <= paths
+
+
+def request_state_key(deployment: dict[str, Any]) -> tuple[PurePosixPath, dict[str, Any], dict[str, Any]]:
+    """The file the gateway's REQUEST_STATE_KEY_FILE names, the gateway's volume mount it lies in, and its volume."""
+    settings = {e["name"]: e for e in container(deployment, "gateway").get("env", [])}
+    key_file = PurePosixPath(settings["REQUEST_STATE_KEY_FILE"]["value"])
+    mounts = [m for m in container(deployment, "gateway")["volumeMounts"] if key_file.is_relative_to(m["mountPath"])]
+    assert len(mounts) == 1, mounts
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    return key_file, mounts[0], volumes[mounts[0]["name"]]
+
+
+def test_every_replica_reads_the_request_state_key_from_one_secret_mounted_in_the_gateway_only(
+    rendered: list[dict[str, Any]],
+) -> None:
+    deployment = find(rendered, "Deployment", "cnpg-mcp")
+    pod = deployment["spec"]["template"]["spec"]
+    key_file, mount, volume = request_state_key(deployment)
+    # Several replicas from one pod template, which names one Secret by a fixed name: every pod reads the same key.
+    # The Secret is not rendered from the repository (no key in git); the user creates it (docs/deploy.md).
+    assert deployment["spec"]["replicas"] >= 2
+    source = volume["secret"]
+    assert not [d for d in rendered if d["kind"] == "Secret"]
+    # Not optional: without the Secret the pod does not start, rather than make a key of its own.
+    assert source.get("optional", False) is False
+    assert [item["path"] for item in source["items"]] == [str(key_file.relative_to(mount["mountPath"]))]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    # Read-only for root (the owner) and the pod's fsGroup, which is the gateway's group; nothing for others.
+    assert stat.filemode(stat.S_IFREG | source["defaultMode"]) == "-r--r-----"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    assert "runAsGroup" not in container(deployment, "gateway")["securityContext"]
+    # The server container sees neither the key nor the setting.
+    server = container(deployment, "server")
+    assert mount["name"] not in {m["name"] for m in server["volumeMounts"]}
+    assert "REQUEST_STATE_KEY_FILE" not in json.dumps(server)
+
+
+def test_the_documented_command_makes_the_mounted_secret_with_a_new_random_key(tmp_path: Path) -> None:
+    deployment = find(kustomize("k8s/base"), "Deployment", "cnpg-mcp")
+    key_file, mount, volume = request_state_key(deployment)
+    name = volume["secret"]["secretName"]
+    first, second = created_secret(name), created_secret(name)
+    assert first["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    files = [secret_volume_files(volume, {name: secret}) for secret in (first, second)]
+    path = str(key_file.relative_to(mount["mountPath"]))
+    assert set(files[0]) == {path}
+    assert files[0][path] != files[1][path]
+    # What the gateway checks at start (at least 16 bytes); the command makes 32 random bytes in base64.
+    local = tmp_path / path
+    local.write_bytes(files[0][path])
+    assert secret_file(str(local)) == str(local)
+    assert len(files[0][path].strip()) == 44
 
 
 def test_both_containers_are_hardened_and_share_only_the_socket(rendered: list[dict[str, Any]]) -> None:
