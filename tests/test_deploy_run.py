@@ -10,7 +10,9 @@ volume), 0.0.0.0 becomes 127.0.0.1, container ports become free ports, and the i
 the project's Node. Everything else (programs, arguments, environment, socket path and mode) comes from the files.
 In the Kubernetes run the server reaches the test Kubernetes API through a kubeconfig, because the in-cluster
 loader needs the API server's TLS endpoint: test_deploy_kubernetes.py checks that the projected token is mounted
-where that loader reads it.
+where that loader reads it. A secret volume holds what the kubelet would write from the Secret that the command in
+docs/deploy.md makes (run with kubectl's --dry-run=client), so the gateway reads a real key file, and gateway
+replicas started from the Deployment's environment open each other's MCP 2026-07-28 requestState.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from tests.fixtures.gateway import free_port
+from tests.fixtures.gateway import RunningGateway, StartGateway, free_port
 from tests.fixtures.idp import ISSUED_TOKENS, LOG_FILES, SECRETS, DevIdp
 from tests.test_deploy_files import (
     IMAGE_PATHS,
@@ -49,14 +51,17 @@ from tests.test_deploy_files import (
     compose_environment,
     compose_volumes,
     container,
+    created_secret,
     dockerfile_stages,
     effective_argv,
     final_stage,
     find,
     kustomize,
     localize_program,
+    secret_volume_files,
     translate,
 )
+from tests.test_protocol_2026 import UPSTREAM, call, post
 from tests.test_server_helpers import rbac_call
 
 SOCKET_VOLUME = "/run/mcp"
@@ -389,48 +394,83 @@ def translate_env(env: dict[str, str], mounts: dict[str, str]) -> dict[str, str]
 # Kubernetes ---------------------------------------------------------------------------------------------------
 
 
+def created_secrets(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every Secret the pod's volumes name, as the command docs/deploy.md gives for it makes it."""
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    return {name: created_secret(name) for name in {v["secret"]["secretName"] for v in volumes if "secret" in v}}
+
+
+def secret_values(secrets: dict[str, dict[str, Any]]) -> set[str]:
+    """Every value the Secrets hold, as text: none may reach a command line or a log."""
+    return {base64.b64decode(v).decode().strip() for s in secrets.values() for v in s.get("data", {}).values()}
+
+
+def pod_mounts(
+    stack: Stack, deployment: dict[str, Any], name: str, secrets: dict[str, dict[str, Any]], pod: str = "pod"
+) -> dict[str, str]:
+    """{mount path: directory here} of container `name` in one pod. emptyDir and projected volumes are directories
+    of that pod; a secret volume holds the files the kubelet writes from `secrets`, with the volume's mode."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    out = {}
+    for mount in container(deployment, name).get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        directory = stack.volume(f"{pod}-{mount['name']}")
+        if "secret" in volume:
+            for path, content in secret_volume_files(volume, secrets).items():
+                target = directory / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)
+                target.write_bytes(content)
+                target.chmod(volume["secret"].get("defaultMode", 0o644))
+        else:
+            assert "emptyDir" in volume or "projected" in volume, volume
+        out[mount["mountPath"]] = str(directory)
+    return out
+
+
+def container_env(docs: list[dict[str, Any]], deployment: dict[str, Any], name: str) -> dict[str, str]:
+    """Container `name`'s environment as rendered: its ConfigMaps (envFrom), then its own `env` entries."""
+    env: dict[str, str] = {}
+    for source in container(deployment, name).get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container(deployment, name).get("env", []):
+        env[item["name"]] = item["value"]
+    return env
+
+
 async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_with_auth(
     stack: Stack, idp: DevIdp, kube_api: Any
 ) -> None:
     docs = kustomize("k8s/base")
     deployment = find(docs, "Deployment", "cnpg-mcp")
     pod = deployment["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-
-    def mounts_of(name: str) -> dict[str, str]:
-        out = {}
-        for mount in container(deployment, name).get("volumeMounts", []):
-            assert "emptyDir" in volumes[mount["name"]] or "projected" in volumes[mount["name"]]
-            out[mount["mountPath"]] = str(stack.volume(mount["name"]))
-        return out
-
-    def configmap_env(name: str) -> dict[str, str]:
-        env: dict[str, str] = {}
-        for source in container(deployment, name).get("envFrom", []):
-            if "configMapRef" in source:
-                env.update(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
-        return env
+    secrets = created_secrets(deployment)
 
     # server container: no command or args, so the image's entrypoint.
     server_spec = container(deployment, "server")
     server_stage = final_stage("Dockerfile.server")
     argv = effective_argv(server_stage, entrypoint=server_spec.get("command"), command=server_spec.get("args"))
-    server_mounts = mounts_of("server")
-    server_env = translate_env({**server_stage.env, **configmap_env("server")}, IMAGE_PATHS)
+    server_mounts = pod_mounts(stack, deployment, "server", secrets)
+    server_env = translate_env({**server_stage.env, **container_env(docs, deployment, "server")}, IMAGE_PATHS)
     server_env.update(KUBECONFIG=str(kube_api.kubeconfig_path), CNPG_KUBE_CONTEXT="test")
     server_proc = stack.start("server", translate(argv, server_mounts), server_env)
     sock = Path(server_mounts[SOCKET_VOLUME]) / "mcp.sock"
     stack.wait_for("server", lambda: socket_accepts(sock), "socket")
     assert_socket_private(sock)
 
-    # gateway container: the image's entrypoint with the Deployment's args, the ConfigMap's environment; the
-    # OIDC values that name the example IdP and host point at the dev IdP and this machine instead.
+    # gateway container: the image's entrypoint with the Deployment's args, the ConfigMap's and its own environment
+    # (REQUEST_STATE_KEY_FILE in its Secret volume); the OIDC values that name the example IdP and host point at the
+    # dev IdP and this machine instead.
     gateway_spec = container(deployment, "gateway")
     gateway_stage = final_stage("Dockerfile.gateway")
     argv = effective_argv(gateway_stage, entrypoint=gateway_spec.get("command"), command=gateway_spec.get("args"))
     port = free_port()
     public = f"http://127.0.0.1:{port}"
-    gateway_env = translate_env({**gateway_stage.env, **configmap_env("gateway")}, IMAGE_PATHS)
+    gateway_mounts = pod_mounts(stack, deployment, "gateway", secrets)
+    gateway_env = translate_env(
+        {**gateway_stage.env, **container_env(docs, deployment, "gateway")}, {**IMAGE_PATHS, **gateway_mounts}
+    )
     metrics_port = free_port()
     gateway_env.update(
         OIDC_ISSUER=idp.issuer,
@@ -442,11 +482,12 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
         METRICS_PORT=str(metrics_port),
     )
     gateway_env = {k: v for k, v in gateway_env.items() if v != ""}
-    argv = translate(argv, mounts_of("gateway"))
+    argv = translate(argv, gateway_mounts)
     assert argv[1:] == ["--upstream-socket", str(sock)]
     gateway_proc = stack.start("gateway", localize_program(argv), gateway_env)
     probes = {gateway_spec["livenessProbe"]["httpGet"]["path"], gateway_spec["readinessProbe"]["httpGet"]["path"]}
     stack.wait_for("gateway", lambda: all(http_ok(public + p) for p in probes), f"probes {probes}")
+    assert "request_state_key_ephemeral" not in stack.log("gateway"), "the gateway read the Secret's key"
 
     kube_api.clear_requests()
     token = idp.token(resource=f"{public}/mcp")
@@ -467,7 +508,7 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
     # socat child and a cnpg-mcp-server, and the gateway's growth per session, MAX_SESSIONS times over, fits its
     # memory request (half its limit; the other half is for answers buffered to slow readers). Both are measured
     # here, after tool calls, with auth on.
-    config = configmap_env("gateway")
+    config = container_env(docs, deployment, "gateway")
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     gateway_idle = rss_mib(gateway_proc.pid)
     pairs = await assert_sessions_share_the_pool(
@@ -485,6 +526,10 @@ async def test_kubernetes_pod_containers_run_as_rendered_and_serve_a_tool_call_w
     assert 2 * gateway_request <= mebibytes(gateway_spec["resources"]["limits"]["memory"])
     # The memory request is the limit for the server (never scheduled where POOL_MAX processes do not fit).
     assert server_spec["resources"]["requests"]["memory"] == server_spec["resources"]["limits"]["memory"]
+    # The requestState key stays in its file: on no command line and in no log.
+    every_argv = " ".join(" ".join(a) for a in stack.argv.values())
+    for key in secret_values(secrets):
+        assert all(key not in text for text in (every_argv, stack.log("gateway"), stack.log("server")))
 
 
 SIZING_SESSIONS = 200
@@ -494,3 +539,53 @@ SIZING_SESSIONS = 200
 def mebibytes(quantity: str) -> float:
     units = {"Mi": 1.0, "Gi": 1024.0}
     return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+async def test_kubernetes_gateway_replicas_open_each_others_request_state_with_the_secret_they_share(
+    stack: Stack, gateway_factory: StartGateway, idp: DevIdp
+) -> None:
+    """A 2026-07-28 client is not pinned to a pod: an input-required retry sealed by one replica lands on another.
+    Each replica is a gateway process with the rendered Deployment's environment and its own copy of the one Secret
+    volume; a third pod given a Secret from another run of the documented command refuses the state, so it is the
+    shared Secret that makes the second replica accept it. cnpg-mcp-server sends no input-required results, so the
+    replicas' upstream is the test server (tests/stdio_server.py, as in test_protocol_2026.py), whose processes
+    share their own key for the state inside."""
+    docs = kustomize("k8s/base")
+    deployment = find(docs, "Deployment", "cnpg-mcp")
+    assert deployment["spec"]["replicas"] >= 2
+    shared = created_secrets(deployment)
+    # The address the Ingress gives every replica: the audience and public URL they all share.
+    public = f"http://127.0.0.1:{free_port()}"
+
+    def replica(pod: str, secrets: dict[str, dict[str, Any]]) -> RunningGateway:
+        mounts = pod_mounts(stack, deployment, "gateway", secrets, pod)
+        env = translate_env(container_env(docs, deployment, "gateway"), mounts)
+        env.update(OIDC_ISSUER=idp.issuer, OIDC_AUDIENCE=f"{public}/mcp", PUBLIC_URL=public)
+        env = {k: v for k, v in env.items() if v != ""}
+        upstream = {"UPSTREAM_COMMAND": UPSTREAM, "STDIO_SERVER_STATE_KEY": "the upstream processes' own key"}
+        # POOL_MIN=0: the session partition, which 2026-07-28 requests never use, starts no process (six fewer
+        # process starts for this test); the 2026-07-28 partition starts on demand whatever POOL_MIN says.
+        gateway = gateway_factory(env={**env, **upstream, "POOL_MIN": "0"})
+        LOG_FILES.append(gateway.log_path)
+        return gateway
+
+    first, second = replica("replica-1", shared), replica("replica-2", shared)
+    stranger = replica("other-secret", created_secrets(deployment))
+    token = idp.token(resource=f"{public}/mcp")
+    status, asked = await post(first.mcp_url, call("test_input_required_result_request_state"), token)
+    assert status == 200 and asked["result"]["resultType"] == "input_required", asked
+    responses = {"confirm": {"action": "accept", "content": {"ok": True}}}
+    retry = call(
+        "test_input_required_result_request_state",
+        2,
+        inputResponses=responses,
+        requestState=asked["result"]["requestState"],
+    )
+    status, refused = await post(stranger.mcp_url, retry, token)
+    assert (status, refused["error"]["code"]) == (400, -32602), refused
+    status, answered = await post(second.mcp_url, retry, token)
+    assert status == 200 and "state-ok" in answered["result"]["content"][0]["text"], answered
+    keys = secret_values(shared)
+    for gateway in (first, second, stranger):
+        log = gateway.logs()
+        assert "request_state_key_ephemeral" not in log and not any(key in log for key in keys)
