@@ -26,6 +26,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
@@ -87,6 +89,15 @@ def open_session(url: str) -> float:
     return time.monotonic() - started
 
 
+def pool_processes(text: str) -> float:
+    """The session pool's process count in a /metrics page."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mcp_gateway_pool_processes" and sample.labels.get("partition") == "session":
+                return sample.value
+    return 0.0
+
+
 def wait_until(check: object, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,7 +142,7 @@ def main(sessions: int, pool: int, workers: int) -> None:
             def pool_started() -> bool:
                 with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
                     text = resp.read().decode()
-                return f"mcp_gateway_pool_processes {float(pool)}" in text
+                return pool_processes(text) == pool
 
             wait_until(pool_started, f"{pool} pooled processes", timeout=300)
             time.sleep(2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -127,3 +127,9 @@ def _read_whole(line: bytes) -> Envelope | None:
     method = message.get("method")
     method = method if isinstance(method, str) else None
     return Envelope(message.get("id"), method, "error" in message and method is None, line, None, message)
+
+
+class LineHandler(Protocol):
+    """Takes one upstream line, with its envelope when the caller has read it already (else it reads it)."""
+
+    def __call__(self, line: bytes, envelope: Envelope | None = None, /) -> None: ...

@@ -6,7 +6,13 @@ client cannot grow the series count; no label ever carries a subject, a session 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -52,41 +58,84 @@ UPSTREAM_EXITS = Counter(
 )
 WARM_POOL_SIZE = Gauge("mcp_gateway_warm_pool_size", "Pre-started upstream processes waiting.", registry=REGISTRY)
 
-# Pool mode (UPSTREAM_MODE=pool).
-POOL_PROCESSES = Gauge("mcp_gateway_pool_processes", "Upstream processes in the pool.", registry=REGISTRY)
-POOL_BUSY = Gauge(
-    "mcp_gateway_pool_busy_processes", "Pool processes serving a session's requests right now.", registry=REGISTRY
-)
-POOL_QUEUED = Gauge("mcp_gateway_pool_queued_requests", "Requests waiting for a free pool process.", registry=REGISTRY)
+# Pool mode (UPSTREAM_MODE=pool). `partition` is `session` for the processes that serve MCP sessions and `stateless`
+# for those that serve MCP 2026-07-28 requests (gateway/stateless.py); the two never share a process.
+PARTITIONS = ("session", "stateless")
 POOL_QUEUE_WAIT = Histogram(
     "mcp_gateway_pool_queue_wait_seconds",
     "Time a request waited for a free pool process (requests that found one at once are not observed).",
+    ["partition"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
-)
-POOL_DISPATCHES = Counter(
-    "mcp_gateway_pool_dispatches_total", "Client requests sent to a pool process.", registry=REGISTRY
 )
 POOL_PROCESS_EXITS = Counter(
     "mcp_gateway_pool_process_exits_total",
     "Pool processes that left the pool, by reason (crashed, oversized, idle, recycled, abandoned, start_failed, "
     "shutdown).",
-    ["reason"],
+    ["partition", "reason"],
     registry=REGISTRY,
 )
 POOL_REJECTED = Counter(
     "mcp_gateway_pool_rejected_total",
     "Requests the pool answered with an error instead of serving, by reason (queue_timeout).",
-    ["reason"],
+    ["partition", "reason"],
     registry=REGISTRY,
 )
 POOL_DROPPED = Counter(
     "mcp_gateway_pool_dropped_messages_total",
     "Messages not delivered because their owner was not certain, by kind (notification, server_request, response, "
     "client_answer).",
-    ["kind"],
+    ["partition", "kind"],
     registry=REGISTRY,
 )
+
+
+class PoolFigures(Protocol):
+    """What a pool tells /metrics when it is scraped: nothing is set on the request path."""
+
+    partition: str
+    dispatched: int
+
+    def figures(self) -> tuple[int, int, int]:
+        """(processes, processes serving a session now, requests waiting for a process)."""
+        ...
+
+
+class _PoolCollector(Collector):
+    """The pool gauges and the dispatch counter, read from each partition's pool at scrape time."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, PoolFigures] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["partition"]
+        processes = GaugeMetricFamily("mcp_gateway_pool_processes", "Upstream processes in the pool.", labels=labels)
+        busy = GaugeMetricFamily(
+            "mcp_gateway_pool_busy_processes", "Pool processes serving a session's requests right now.", labels=labels
+        )
+        queued = GaugeMetricFamily(
+            "mcp_gateway_pool_queued_requests", "Requests waiting for a free pool process.", labels=labels
+        )
+        dispatches = CounterMetricFamily(
+            "mcp_gateway_pool_dispatches", "Client requests sent to a pool process.", labels=labels
+        )
+        for partition, pool in sorted(self.pools.items()):
+            count, serving, waiting = pool.figures()
+            processes.add_metric([partition], count)
+            busy.add_metric([partition], serving)
+            queued.add_metric([partition], waiting)
+            dispatches.add_metric([partition], pool.dispatched)
+        yield from (processes, busy, queued, dispatches)
+
+
+_POOLS = _PoolCollector()
+REGISTRY.register(_POOLS)
+
+
+def watch_pool(pool: PoolFigures) -> None:
+    """Export `pool`'s figures under its partition label (a later pool of the same partition replaces it)."""
+    _POOLS.pools[pool.partition] = pool
+
 
 # Tool calls (counted whether or not auth is on).
 TOOL_CALLS = Counter(

@@ -1,21 +1,26 @@
 """Pool mode: a bounded set of long-lived upstream processes shared by every session.
 
 Each process is started and initialized once, by the gateway; a client's initialize is answered from that result.
-Client requests are dispatched to processes with their ids (and progress tokens) replaced by gateway-wide unique
-ones, so every response comes back to exactly the request that caused it.
 
 The isolation rule: a process serves one session at a time, from the moment it is given a request of that session
-until the last request of that session in flight on it is answered. Every notification and server-to-client request
-a process sends is therefore owned by the one session it serves at that moment; one sent while it serves nobody has
-no certain owner and is dropped, logged and counted. A process that had a request abandoned (cancelled, timed out, or
-whose session ended) may still be working on it, so it serves no other session: it is stopped once its session's
-other requests are answered, and replaced on demand. docs/gateway.md explains the rule.
+until the last request of that session in flight on it is answered. Every response, notification and
+server-to-client request a process sends is therefore owned by the one session it serves at that moment; one sent
+while it serves nobody has no certain owner and is dropped, logged and counted. A process that had a request
+abandoned (cancelled, timed out, or whose session ended) may still be working on it, so it serves no other session:
+it is stopped once its session's other requests are answered, and replaced on demand. docs/gateway.md explains the
+rule.
+
+Because of the rule, the ids in flight on a process are all its owner's, which the session layer keeps unique, so
+client requests go to processes as the client sent them, byte for byte, and responses come back unchanged: no id or
+progress token is rewritten. Only server-to-client requests get ids of the gateway's (a session may hold two
+processes, whose own ids could be equal), and the client's answers get the process's id back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
 from collections import deque
@@ -24,7 +29,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.config import GatewayConfig
-from gateway.envelope import Envelope, read_envelope
+from gateway.envelope import Envelope, LineHandler, read_envelope
 from gateway.jsonrpc import (
     HANDSHAKE_VERSIONS,
     INTERNAL_ERROR,
@@ -61,6 +66,8 @@ REFUSED_METHODS = {
     "tasks/cancel": "tasks",
 }
 """Requests a shared process cannot serve per session: refused rather than shared with other sessions."""
+ANSWERED_BY_GATEWAY = frozenset({"initialize", "ping", "logging/setLevel", *REFUSED_METHODS})
+"""Client requests the gateway answers itself; every other one goes to a process."""
 DROPPED_CLIENT_NOTIFICATIONS = frozenset(
     {"notifications/initialized", "notifications/roots/list_changed", "notifications/progress"}
 )
@@ -73,36 +80,20 @@ GATEWAY_VERSION = "1.0"
 RESTART_BACKOFF_MAX = 30.0
 
 
-class Route:
-    """A client request dispatched (or queued) to the pool."""
+class Queued:
+    """A client request waiting for a process."""
 
-    __slots__ = (
-        "client_id",
-        "client_token",
-        "done",
-        "enqueued",
-        "gid",
-        "lease",
-        "line",
-        "method",
-        "process",
-        "timer",
-        "token",
-    )
+    __slots__ = ("client_id", "done", "enqueued", "lease", "line", "method", "timer")
 
-    def __init__(self, lease: Lease, client_id: Any, gid: int, method: str) -> None:
+    def __init__(self, lease: Lease, client_id: Any, method: str, line: bytes) -> None:
         self.lease = lease
         self.client_id = client_id
-        self.gid = gid
         self.method = method
-        self.token: str | None = None
-        """The progress token the process sees, when the client sent one (`client_token`)."""
-        self.client_token: Any = None
-        self.line = b""
-        self.process: PoolProcess | None = None
-        self.enqueued = 0.0
+        self.line = line
+        self.enqueued = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
+        """Sent, refused or abandoned: the pool's queue skips it."""
 
 
 class PoolProcess:
@@ -112,7 +103,8 @@ class PoolProcess:
         self.number = number
         self.upstream = upstream
         self.owner: Lease | None = None
-        self.routes: dict[int, Route] = {}
+        self.inflight: set[Any] = set()
+        """The ids of the owner's requests this process has not answered yet."""
         self.own: dict[int, asyncio.Future[dict[str, Any]]] = {}
         """The gateway's own requests (initialize, logging/setLevel) awaiting their answer."""
         self.ready = False
@@ -135,10 +127,12 @@ class Lease:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.log_context: dict[str, Any] = {}
-        self.on_message: Callable[[bytes], None] = _nowhere
-        self.requests: dict[Any, Route] = {}
-        self.queued: list[Route] = []
+        self.on_message: LineHandler = _nowhere
+        """The session's handler: a line for the client, with its envelope when the pool has read it."""
+        self.queued: list[Queued] = []
         self.processes: set[PoolProcess] = set()
+        self.last: PoolProcess | None = None
+        """The process this session held last: taken again first when it is free."""
         self.asks: dict[int, tuple[PoolProcess, Any]] = {}
         """Server-to-client requests by the id the client sees: the process that asked and its own id."""
         self.level = DEFAULT_LOG_LEVEL
@@ -151,16 +145,19 @@ class Lease:
     def pid(self) -> int | None:
         return None
 
-    def start(self, on_message: Callable[[bytes], None], on_close: Callable[[str], None]) -> None:
+    def start(self, on_message: LineHandler, on_close: Callable[[str], None]) -> None:
         self.on_message = on_message
 
     def forward(self, messages: list[dict[str, Any]], raw: bytes | None) -> None:
+        if raw is not None and len(messages) == 1:
+            self.pool.from_client(self, messages[0], raw)
+            return
         for message in messages:
             self.pool.from_client(self, message)
 
     async def drain(self) -> None:
-        for process in list(self.processes):
-            await process.upstream.drain()
+        for upstream in [p.upstream for p in self.processes if p.upstream.backed_up]:
+            await upstream.drain()
 
     def pause_reading(self) -> None:
         for process in self.processes:
@@ -182,24 +179,29 @@ class Lease:
     # --- replies from the gateway itself ------------------------------------------------------------------
 
     def reply(self, msg_id: Any, result: dict[str, Any]) -> None:
-        self.on_message(json_bytes({"jsonrpc": "2.0", "id": msg_id, "result": result}))
+        self.on_message(json_bytes({"jsonrpc": "2.0", "id": msg_id, "result": result}), None)
 
     def refuse(self, msg_id: Any, code: int, message: str) -> None:
-        self.on_message(error_bytes(msg_id, code, message))
+        self.on_message(error_bytes(msg_id, code, message), None)
 
 
 class Pool:
     """Starts, initializes, dispatches to, replaces and stops the shared upstream processes."""
 
+    partition = "session"
+    """The `partition` label of this pool's metrics."""
+
     def __init__(self, config: GatewayConfig) -> None:
+        self.dispatched = 0
+        """Client requests sent to a process (`mcp_gateway_pool_dispatches_total`)."""
         self.config = config
         self.processes: list[PoolProcess] = []
         self.starting = 0
-        self.queue: deque[Route] = deque()
-        self.tokens: dict[str, Route] = {}
+        self.queue: deque[Queued] = deque()
         self.init_result: dict[str, Any] | None = None
         self._init_waiters: list[Callable[[str | None], None]] = []
         self._ids = itertools.count(1)
+        """Ids of the gateway's own requests to a process (initialize), sent before it serves anyone."""
         self._numbers = itertools.count(1)
         self._asks = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -217,7 +219,7 @@ class Pool:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._gauges()
+        metrics.watch_pool(self)
         self._maintainer = asyncio.get_running_loop().create_task(self._maintain(), name="pool-maintainer")
         self._fill()
 
@@ -237,10 +239,10 @@ class Pool:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._maintainer
         while self.queue:
-            route = self.queue.popleft()
-            if not route.done:
-                self._finish(route)
-                route.lease.refuse(route.client_id, SERVER_BUSY, "gateway shutting down")
+            queued = self.queue.popleft()
+            if not queued.done:
+                self._unqueue(queued)
+                queued.lease.refuse(queued.client_id, SERVER_BUSY, "gateway shutting down")
         self._wake_init_waiters("gateway shutting down")
         for process in list(self.processes):
             self._stop(process, "shutdown")
@@ -271,7 +273,7 @@ class Pool:
 
     def _waiting_leases(self) -> int:
         """Sessions waiting for a process, beyond the processes now starting."""
-        leases = {id(route.lease) for route in self.queue if not route.done}
+        leases = {id(queued.lease) for queued in self.queue if not queued.done}
         return max(0, len(leases) - self.starting)
 
     async def _start_process(self) -> None:
@@ -286,8 +288,7 @@ class Pool:
             process = PoolProcess(number, upstream)
             upstream.log_context["pool_process"] = number
             self.processes.append(process)
-            started = process
-            upstream.start(lambda line: self._from_process(started, line), lambda why: self._exited(started, why))
+            upstream.start(functools.partial(self._from_process, process), functools.partial(self._exited, process))
             await self._initialize(process)
         except Exception as exc:  # UpstreamError, a refused or unanswered initialize, or a bug
             self.starting -= 1
@@ -345,25 +346,25 @@ class Pool:
         self._retry_at = time.monotonic() + min(RESTART_BACKOFF_MAX, 0.25 * 2 ** min(self._failures, 10))
         self.last_error = str(exc) or type(exc).__name__
         log.warning("pool_process_start_failed", error=self.last_error, failures=self._failures)
-        metrics.POOL_PROCESS_EXITS.labels("start_failed").inc()
+        metrics.POOL_PROCESS_EXITS.labels(self.partition, "start_failed").inc()
         if process is not None:
             self._stop(process, "start_failed", count=False)
         if not any(p.usable for p in self.processes) and self.starting == 0:
             # Nothing can serve what waits now: answer it rather than let it wait for a retry that may fail too.
             self._wake_init_waiters(self.last_error)
             while self.queue:
-                route = self.queue.popleft()
-                if not route.done:
-                    self._finish(route)
+                queued = self.queue.popleft()
+                if not queued.done:
+                    self._unqueue(queued)
                     text = f"Bad Gateway: cannot start the upstream server: {self.last_error}"
-                    route.lease.refuse(route.client_id, INTERNAL_ERROR, text)
+                    queued.lease.refuse(queued.client_id, INTERNAL_ERROR, text)
 
     def _stop(self, process: PoolProcess, reason: str, *, count: bool = True) -> None:
         """Take the process out of the pool and close it in the background (stdin EOF first: a clean exit)."""
         if process in self.processes:
             self.processes.remove(process)
             if count:
-                metrics.POOL_PROCESS_EXITS.labels(reason).inc()
+                metrics.POOL_PROCESS_EXITS.labels(self.partition, reason).inc()
             log.info("pool_process_stopped", pool_process=process.number, reason=reason)
         process.exited = True
         process.ready = False
@@ -379,16 +380,18 @@ class Pool:
         if process in self.processes:
             self.processes.remove(process)
             if was_ready:  # one that never got ready is counted as start_failed
-                metrics.POOL_PROCESS_EXITS.labels("oversized" if reason == "oversized" else "crashed").inc()
+                metrics.POOL_PROCESS_EXITS.labels(
+                    self.partition, "oversized" if reason == "oversized" else "crashed"
+                ).inc()
         self._fail_own(process, process.upstream.exit_description())
         if reason == "oversized":
             text = "upstream message exceeds MAX_MESSAGE_BYTES; the server process was replaced"
         else:
             text = process.upstream.exit_description() + "; the gateway replaced it"
-        for route in list(process.routes.values()):
-            self._finish(route)
-            route.lease.refuse(route.client_id, INTERNAL_ERROR, text)
-        process.routes.clear()
+        owner, inflight, process.inflight = process.owner, process.inflight, set()
+        if owner is not None:
+            for msg_id in inflight:
+                owner.refuse(msg_id, INTERNAL_ERROR, text)
         self._release(process)
         self._fill()
 
@@ -405,7 +408,7 @@ class Pool:
             await asyncio.sleep(1.0)
             try:
                 now = time.monotonic()
-                idle = [p for p in self.processes if p.owner is None and p.usable and not p.routes]
+                idle = [p for p in self.processes if p.owner is None and p.usable and not p.inflight]
                 spare = len(self.processes) - self.minimum
                 for process in sorted(idle, key=lambda p: p.idle_since):
                     if spare <= 0 or now - process.idle_since < self.config.pool_idle_timeout:
@@ -416,11 +419,10 @@ class Pool:
             except Exception:  # a bug here must not end the pool's upkeep
                 log.exception("pool_maintenance_failed")
 
-    def _gauges(self) -> None:
-        """Let the pool gauges read this pool when /metrics is scraped: nothing to set on the request path."""
-        metrics.POOL_PROCESSES.set_function(lambda: len(self.processes))
-        metrics.POOL_BUSY.set_function(lambda: sum(1 for p in self.processes if p.owner is not None))
-        metrics.POOL_QUEUED.set_function(lambda: sum(1 for r in self.queue if not r.done))
+    def figures(self) -> tuple[int, int, int]:
+        """(processes, processes serving a session now, requests waiting): the pool gauges, read at scrape time."""
+        busy = sum(1 for p in self.processes if p.owner is not None)
+        return len(self.processes), busy, sum(1 for queued in self.queue if not queued.done)
 
     # --- initialize ---------------------------------------------------------------------------------------
 
@@ -466,7 +468,8 @@ class Pool:
 
     # --- client -> process --------------------------------------------------------------------------------
 
-    def from_client(self, lease: Lease, message: dict[str, Any]) -> None:
+    def from_client(self, lease: Lease, message: dict[str, Any], raw: bytes | None = None) -> None:
+        """One client message. `raw` is its body as received, sent on as it is when the message goes to a process."""
         method = message.get("method")
         if method is None:
             self._client_answer(lease, message)
@@ -476,6 +479,9 @@ class Pool:
                 self._client_cancel(lease, message)
             elif method not in DROPPED_CLIENT_NOTIFICATIONS:
                 log.info("pool_client_notification_dropped", method=method[:100], **lease.log_context)
+            return
+        if method not in ANSWERED_BY_GATEWAY:
+            self._dispatch(lease, message, raw)
             return
         msg_id = message["id"]
         if method == "initialize":
@@ -490,39 +496,26 @@ class Pool:
             else:
                 lease.level = str(level)
                 lease.reply(msg_id, {})
-        elif method in REFUSED_METHODS:
+        else:
             what = REFUSED_METHODS[method]
             text = (
                 f"Method not available: {method}. This gateway shares server processes between sessions "
                 f"(UPSTREAM_MODE=pool), so {what} cannot be kept per session"
             )
             lease.refuse(msg_id, METHOD_NOT_FOUND, text)
-        else:
-            self._dispatch(lease, message)
 
-    def _dispatch(self, lease: Lease, message: dict[str, Any]) -> None:
-        route = Route(lease, message["id"], next(self._ids), str(message["method"]))
-        outgoing = {**message, "id": route.gid}
-        params = message.get("params")
-        if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
-            token = params["_meta"].get("progressToken")
-            if is_id(token):
-                route.token = f"gw-{route.gid}"
-                route.client_token = token
-                self.tokens[route.token] = route
-                outgoing["params"] = {**params, "_meta": {**params["_meta"], "progressToken": route.token}}
-        route.line = json_bytes(outgoing)
-        lease.requests[route.client_id] = route
+    def _dispatch(self, lease: Lease, message: dict[str, Any], raw: bytes | None) -> None:
+        line = raw if raw is not None else json_bytes(message)
         process = self._process_for(lease)
         if process is not None:
-            self._send(process, route)
+            self._send(process, message["id"], line)
             return
-        route.enqueued = time.monotonic()
+        queued = Queued(lease, message["id"], str(message["method"]), line)
         timeout = self.config.pool_queue_timeout
         if timeout > 0:
-            route.timer = asyncio.get_running_loop().call_later(timeout, self._queue_timed_out, route)
-        self.queue.append(route)
-        lease.queued.append(route)
+            queued.timer = asyncio.get_running_loop().call_later(timeout, self._queue_timed_out, queued)
+        self.queue.append(queued)
+        lease.queued.append(queued)
         if len(self.processes) + self.starting < self.config.pool_max:
             self._fill()
 
@@ -530,12 +523,18 @@ class Pool:
         """A process this request may go to now without breaking the rule, or None (it waits)."""
         if lease.queued:
             return None  # keep the session's order
-        now = time.monotonic()
-        for process in lease.processes:
-            if process.usable and not (self._someone_waits() and now - process.leased_at > FAIR_SHARE_SECONDS):
-                return process
-        if self._someone_waits():
+        waiting = self._someone_waits()
+        if lease.processes:
+            now = time.monotonic() if waiting else 0.0
+            for process in lease.processes:
+                if process.usable and not (waiting and now - process.leased_at > FAIR_SHARE_SECONDS):
+                    return process
+        if waiting:
             return None  # first come, first served
+        last = lease.last
+        if last is not None and last.owner is None and last.usable:
+            self._lease_to(last, lease)
+            return last
         for process in self.processes:
             if process.owner is None and process.usable:
                 self._lease_to(process, lease)
@@ -543,35 +542,47 @@ class Pool:
         return None
 
     def _someone_waits(self) -> bool:
-        while self.queue and self.queue[0].done:
-            self.queue.popleft()
-        return bool(self.queue)
+        queue = self.queue
+        while queue and queue[0].done:
+            queue.popleft()
+        return bool(queue)
 
     def _lease_to(self, process: PoolProcess, lease: Lease) -> None:
         process.owner = lease
         process.leased_at = time.monotonic()
         lease.processes.add(process)
+        lease.last = process
 
-    def _send(self, process: PoolProcess, route: Route) -> None:
-        route.process = process
-        process.routes[route.gid] = route
+    def _send(self, process: PoolProcess, msg_id: Any, line: bytes) -> None:
+        process.inflight.add(msg_id)
         process.served += 1
-        metrics.POOL_DISPATCHES.inc()
+        self.dispatched += 1
         recycle = self.config.pool_recycle_after
         if recycle and process.served >= recycle and process.retiring is None:
             process.retiring = "recycled"
-        process.upstream.send(route.line)
-        route.line = b""
+        process.upstream.send(line)
 
-    def _queue_timed_out(self, route: Route) -> None:
-        if route.done or route.process is not None:
+    def _queue_timed_out(self, queued: Queued) -> None:
+        if queued.done:
             return
-        self._finish(route)
-        metrics.POOL_REJECTED.labels("queue_timeout").inc()
+        self._unqueue(queued)
+        metrics.POOL_REJECTED.labels(self.partition, "queue_timeout").inc()
         waited = f"{self.config.pool_queue_timeout:g}"
-        log.warning("pool_queue_timeout", seconds=waited, method=route.method[:100], **route.lease.log_context)
+        log.warning("pool_queue_timeout", seconds=waited, method=queued.method[:100], **queued.lease.log_context)
         text = f"Server busy: no upstream server process was free within POOL_QUEUE_TIMEOUT ({waited} s); try again"
-        route.lease.refuse(route.client_id, SERVER_BUSY, text)
+        queued.lease.refuse(queued.client_id, SERVER_BUSY, text)
+
+    def _unqueue(self, queued: Queued) -> None:
+        """Forget a waiting request: sent, refused or abandoned. The pool's queue skips it from now on."""
+        if queued.done:
+            return
+        queued.done = True
+        queued.line = b""
+        if queued.timer is not None:
+            queued.timer.cancel()
+            queued.timer = None
+        with contextlib.suppress(ValueError):
+            queued.lease.queued.remove(queued)
 
     def _client_answer(self, lease: Lease, message: dict[str, Any]) -> None:
         """A client's answer to a server-to-client request goes back to the process that asked, with its id."""
@@ -587,19 +598,25 @@ class Pool:
     def _client_cancel(self, lease: Lease, message: dict[str, Any]) -> None:
         params = message.get("params")
         request_id = params.get("requestId") if isinstance(params, dict) else None
-        route = lease.requests.get(request_id) if is_id(request_id) else None
-        if route is None:
+        if not is_id(request_id):
             return
-        self._abandon(route, params.get("reason") if isinstance(params, dict) else None)
+        reason = params.get("reason") if isinstance(params, dict) else None
+        for process in list(lease.processes):
+            if request_id in process.inflight:
+                self._abandon(process, request_id, reason)
+                return
+        for queued in lease.queued:
+            if queued.client_id == request_id:
+                self._unqueue(queued)
+                return
 
-    def _abandon(self, route: Route, reason: Any = None) -> None:
-        """The request's answer is no longer wanted. If a process has it, tell it to stop, and retire the process:
-        it may still be working on it, so it must not serve another session."""
-        process = route.process
-        self._finish(route)
-        if process is None or process.exited:
+    def _abandon(self, process: PoolProcess, msg_id: Any, reason: Any = None) -> None:
+        """The answer to `msg_id` is no longer wanted. Tell the process to stop, and retire it: it may still be
+        working on the request, so it must not serve another session."""
+        process.inflight.discard(msg_id)
+        if process.exited:
             return
-        params: dict[str, Any] = {"requestId": route.gid}
+        params: dict[str, Any] = {"requestId": msg_id}
         if isinstance(reason, str):
             params["reason"] = reason
         process.upstream.send(json_bytes({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}))
@@ -612,33 +629,17 @@ class Pool:
         if lease.closed:
             return
         lease.closed = True
-        for route in list(lease.requests.values()):
-            self._abandon(route, "session ended")
+        for queued in list(lease.queued):
+            self._unqueue(queued)
         for process, original in lease.asks.values():
             if not process.exited:
                 process.upstream.send(error_bytes(original, INTERNAL_ERROR, "the client's session has ended"))
         lease.asks.clear()
         for process in list(lease.processes):
+            for msg_id in list(process.inflight):
+                self._abandon(process, msg_id, "session ended")
             self._maybe_release(process)
-
-    def _finish(self, route: Route) -> None:
-        """Forget the route everywhere; its process may be free afterwards."""
-        if route.done:
-            return
-        route.done = True
-        if route.timer is not None:
-            route.timer.cancel()
-            route.timer = None
-        lease = route.lease
-        if lease.requests.get(route.client_id) is route:
-            del lease.requests[route.client_id]
-        if route.token is not None:
-            self.tokens.pop(route.token, None)
-        if route.process is not None:
-            route.process.routes.pop(route.gid, None)
-        elif route.enqueued:
-            with contextlib.suppress(ValueError):
-                lease.queued.remove(route)
+        lease.last = None
 
     # --- process -> client --------------------------------------------------------------------------------
 
@@ -656,30 +657,27 @@ class Pool:
         elif envelope.id is not None:
             self._server_request(process, envelope)
         else:
-            self._notification(process, envelope, line)
+            self._notification(process, envelope)
 
     def _response(self, process: PoolProcess, envelope: Envelope) -> None:
-        gid = envelope.id
-        future = process.own.pop(gid, None) if isinstance(gid, int) else None
-        if future is not None:
-            message = envelope.full() or {}
-            if isinstance(message.get("result"), dict):
-                future.set_result(message["result"])
-            else:
-                future.set_exception(UpstreamError(f"the upstream server refused: {_error_text(message)}"))
-            return
-        route = process.routes.get(gid) if isinstance(gid, int) else None
-        if route is None:
+        msg_id = envelope.id
+        if process.own:
+            future = process.own.pop(msg_id, None) if isinstance(msg_id, int) else None
+            if future is not None:
+                message = envelope.full() or {}
+                if isinstance(message.get("result"), dict):
+                    future.set_result(message["result"])
+                else:
+                    future.set_exception(UpstreamError(f"the upstream server refused: {_error_text(message)}"))
+                return
+        owner = process.owner
+        if owner is None or not is_id(msg_id) or msg_id not in process.inflight:
             self._dropped("response", None, "no request in flight has this id", process)
             return
-        lease = route.lease
-        self._finish(route)
-        try:
-            line = envelope.with_id(route.client_id)
-        except ValueError:
-            line = error_bytes(route.client_id, INTERNAL_ERROR, "the upstream server's answer is not valid JSON")
-        lease.on_message(line)
-        self._maybe_release(process)
+        process.inflight.discard(msg_id)
+        owner.on_message(envelope.line, envelope)
+        if not process.inflight:
+            self._maybe_release(process)
 
     def _server_request(self, process: PoolProcess, envelope: Envelope) -> None:
         owner = process.owner
@@ -700,25 +698,15 @@ class Pool:
         except ValueError:
             owner.asks.pop(ask, None)
             return
-        owner.on_message(line)
+        owner.on_message(line, None)
 
-    def _notification(self, process: PoolProcess, envelope: Envelope, line: bytes) -> None:
+    def _notification(self, process: PoolProcess, envelope: Envelope) -> None:
         owner = process.owner
         method = envelope.method or ""
-        if method == "notifications/progress":
-            message = envelope.full() or {}
-            params = message.get("params")
-            token = params.get("progressToken") if isinstance(params, dict) else None
-            route = self.tokens.get(token) if isinstance(token, str) else None
-            if route is None or route.process is not process or route.lease is not owner:
-                self._dropped("notification", owner, method, process)
-                return
-            assert isinstance(params, dict)
-            line = json_bytes({**message, "params": {**params, "progressToken": route.client_token}})
-        elif owner is None or owner.closed:
+        if owner is None or owner.closed:
             self._dropped("notification", None, method, process)
             return
-        elif method == "notifications/message":
+        if method == "notifications/message":
             message = envelope.full() or {}
             params = message.get("params")
             level = params.get("level") if isinstance(params, dict) else None
@@ -732,12 +720,12 @@ class Pool:
             if ask is None:
                 return
             assert isinstance(params, dict)
-            line = json_bytes({**message, "params": {**params, "requestId": ask}})
-        assert owner is not None
-        owner.on_message(line)
+            owner.on_message(json_bytes({**message, "params": {**params, "requestId": ask}}), None)
+            return
+        owner.on_message(envelope.line, envelope)
 
     def _dropped(self, kind: str, lease: Lease | None, what: str, process: PoolProcess | None = None) -> None:
-        metrics.POOL_DROPPED.labels(kind).inc()
+        metrics.POOL_DROPPED.labels(self.partition, kind).inc()
         context = dict(lease.log_context) if lease is not None else {}
         if process is not None:
             context.update(process.upstream.log_context)
@@ -747,13 +735,13 @@ class Pool:
 
     def _maybe_release(self, process: PoolProcess) -> None:
         """When the owner has nothing left in flight on it, the process is free (or stopped, if retiring)."""
-        if process.routes:
+        if process.inflight:
             return
         if process.retiring is not None:
             self._stop(process, process.retiring)
             return
         self._release(process)
-        if process.usable:
+        if process.usable and self.queue:
             self._assign_idle(process)
 
     def _release(self, process: PoolProcess) -> None:
@@ -778,12 +766,13 @@ class Pool:
             lease = head.lease
             self._lease_to(process, lease)
             waiting, lease.queued = lease.queued, []
-            for route in waiting:
-                if route.timer is not None:
-                    route.timer.cancel()
-                    route.timer = None
-                metrics.POOL_QUEUE_WAIT.observe(time.monotonic() - route.enqueued)
-                self._send(process, route)
+            now = time.monotonic()
+            wait = metrics.POOL_QUEUE_WAIT.labels(self.partition)
+            for queued in waiting:
+                wait.observe(now - queued.enqueued)
+                line = queued.line
+                self._unqueue(queued)
+                self._send(process, queued.client_id, line)
             return
 
 
@@ -794,5 +783,5 @@ def _error_text(message: dict[str, Any]) -> str:
     return "an answer without a result"
 
 
-def _nowhere(line: bytes) -> None:
+def _nowhere(line: bytes, envelope: Envelope | None = None, /) -> None:
     pass

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from gateway import metrics
 from gateway.audit import record_tool_call
 from gateway.config import GatewayConfig
-from gateway.envelope import Envelope, read_envelope
+from gateway.envelope import Envelope, LineHandler, read_envelope
 from gateway.jsonrpc import INTERNAL_ERROR, error_bytes, json_bytes, progress_token, tool_call_facts
 from gateway.logging import get_logger, session_tag
 from gateway.pool import Pool
@@ -53,7 +53,7 @@ class Channel(Protocol):
     @property
     def pid(self) -> int | None: ...
 
-    def start(self, on_message: Callable[[bytes], None], on_close: Callable[[str], None]) -> None: ...
+    def start(self, on_message: LineHandler, on_close: Callable[[str], None]) -> None: ...
 
     def forward(self, messages: list[dict[str, Any]], raw: bytes | None) -> None:
         """Client messages (already checked) for the upstream; `raw` is their body when it can go as it is."""
@@ -253,16 +253,18 @@ class Session:
 
     # --- upstream -> client -------------------------------------------------------------------------------
 
-    def on_upstream_message(self, line: bytes) -> None:
-        """Route one upstream line: a response to its request's stream, anything else to the best stream."""
-        try:
-            envelope = read_envelope(line)
-        except ValueError:
-            log.warning("upstream_invalid_json", session=self.tag, size=len(line))
-            return
+    def on_upstream_message(self, line: bytes, envelope: Envelope | None = None) -> None:
+        """Route one upstream line (with its envelope when the pool has read it already): a response to its
+        request's stream, anything else to the best stream."""
         if envelope is None:
-            log.warning("upstream_unexpected_message", session=self.tag)
-            return
+            try:
+                envelope = read_envelope(line)
+            except ValueError:
+                log.warning("upstream_invalid_json", session=self.tag, size=len(line))
+                return
+            if envelope is None:
+                log.warning("upstream_unexpected_message", session=self.tag)
+                return
         method = envelope.method
         if method is None:
             self._on_response(envelope, line)

@@ -248,6 +248,8 @@ class ModernPool(Pool):
     meanwhile (progress, log messages the request asked for) belongs to that request.
     """
 
+    partition = "stateless"
+
     def __init__(self, config: GatewayConfig) -> None:
         super().__init__(config)
         self.unsupported: str | None = None
@@ -262,9 +264,6 @@ class ModernPool(Pool):
     def _fill(self) -> None:
         if self.unsupported is None:
             super()._fill()
-
-    def _gauges(self) -> None:
-        pass  # the pool gauges describe the session pool; this partition's processes are logged
 
     async def _initialize(self, process: PoolProcess) -> None:
         try:
@@ -283,8 +282,8 @@ class ModernPool(Pool):
         if self.init_result is None:
             self.init_result = result
 
-    def from_client(self, lease: Lease, message: dict[str, Any]) -> None:
-        self._dispatch(lease, message)
+    def from_client(self, lease: Lease, message: dict[str, Any], raw: bytes | None = None) -> None:
+        self._dispatch(lease, message, raw)
 
     def upstream_versions(self) -> list[str]:
         assert self.init_result is not None
@@ -399,7 +398,7 @@ class StatelessService:
         method = str(message["method"])
         lines: asyncio.Queue[bytes] = asyncio.Queue()
         lease = self.pool.lease()
-        lease.start(lines.put_nowait, lambda _: None)
+        lease.start(lambda line, envelope=None, /: lines.put_nowait(line), lambda _: None)
         started = time.perf_counter()
         tool, args = tool_call_facts(message) if method == "tools/call" else ("", [])
         response: web.StreamResponse | None = None

@@ -189,9 +189,14 @@ class Upstream(asyncio.SubprocessProtocol, asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    @property
+    def backed_up(self) -> bool:
+        """Whether writes wait for the upstream to read (`drain` would wait)."""
+        return self._paused and not self._closing
+
     async def drain(self) -> None:
         """Wait while the upstream is not keeping up, so one session cannot buffer without bound."""
-        if not self._paused or self._closing:
+        if not self.backed_up:
             return
         waiter = self._drain_waiter
         if waiter is None or waiter.done():

@@ -44,6 +44,7 @@ from mcp_types import CallToolResult
 
 from tests.fixtures.gateway import RunningGateway, StartGateway, free_port
 from tests.fixtures.idp import ISSUED_TOKENS, LOG_FILES, SECRETS, DevIdp
+from tests.fixtures.idp import metric as parsed_metric
 from tests.test_deploy_files import (
     IMAGE_PATHS,
     ROOT,
@@ -256,12 +257,10 @@ async def open_sessions(mcp_url: str, token: str, count: int) -> list[str]:
     return sessions
 
 
-def metric(metrics_url: str, name: str) -> float:
+def metric(metrics_url: str, name: str, **labels: str) -> float:
+    """One sample of a live /metrics page (the sum of those with `labels`), parsed with prometheus_client."""
     with urllib.request.urlopen(metrics_url, timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise LookupError(name)
+        return parsed_metric(resp.read().decode(), name, **labels)
 
 
 async def assert_sessions_share_the_pool(
@@ -275,10 +274,11 @@ async def assert_sessions_share_the_pool(
     await open_sessions(mcp_url, token, count)
     assert metric(metrics_url, "mcp_gateway_sessions_active") == before + count
     pairs = pooled_connections(listener)
-    session_processes = metric(metrics_url, "mcp_gateway_pool_processes")
+    session_processes = metric(metrics_url, "mcp_gateway_pool_processes", partition="session")
     assert pool_min <= session_processes <= pool_max, (pairs, pool_min, pool_max)
     # Besides the session pool, one connection serves the MCP 2026-07-28 partition: the SDK client that called a
     # tool before (auto mode) spoke 2026-07-28, and that partition started one process for it.
+    assert metric(metrics_url, "mcp_gateway_pool_processes", partition="stateless") == 1
     assert len(pairs) == session_processes + 1, (pairs, session_processes)
     return pairs
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.gateway import free_port
-from tests.fixtures.idp import LOG_FILES, DevIdp
+from tests.fixtures.idp import LOG_FILES, DevIdp, metric
 from tests.test_deploy_files import ROOT, final_stage
 
 START = ROOT / "scripts" / "start-http.sh"
@@ -112,9 +112,9 @@ def test_inspector_lists_through_the_gateway_with_a_token_nobody_sees_and_over_s
     assert_lists(over_http)
     # Pool mode, as the images are configured: the Inspector's requests went to the pool's shared processes.
     with urllib.request.urlopen(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=5) as resp:
-        samples = dict(line.rsplit(" ", 1) for line in resp.read().decode().splitlines() if line[:1] not in ("#", ""))
-    assert float(samples["mcp_gateway_pool_dispatches_total"]) > 0
-    assert 1 <= float(samples["mcp_gateway_pool_processes"]) <= 8
+        text = resp.read().decode()
+    assert metric(text, "mcp_gateway_pool_dispatches_total", partition="session") > 0
+    assert 1 <= metric(text, "mcp_gateway_pool_processes", partition="session") <= 8
     # The token's scope filters tools/list: a read-only token sees no write tool.
     assert '"name": "create_cluster"' not in over_http
     assert any("inspector" in c for c in watch.seen), "the watch saw the Inspector run"

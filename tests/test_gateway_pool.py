@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from gateway import metrics
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from tests.fixtures.gateway import HeaderAuthenticator, McpHttp, as_user, read_sse
+from tests.fixtures.gateway import HeaderAuthenticator, McpHttp, as_user, messages, read_sse
 
 UPSTREAM = (sys.executable, "-m", "tests.stdio_server")
 WAIT = 60.0
@@ -81,7 +81,8 @@ async def client_answer(client: McpHttp, msg_id: Any, result: dict[str, Any]) ->
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
+    """A sample of the session partition's pool metrics."""
+    return metrics.REGISTRY.get_sample_value(name, {"partition": "session", **(labels or {})}) or 0.0
 
 
 async def test_concurrent_sessions_of_two_principals_each_get_only_their_own_messages(
@@ -238,3 +239,67 @@ async def test_a_cancelled_request_retires_its_process(pool2: TestServer, http: 
         await asyncio.sleep(0.05)
     second = (await client.call_tool("whoami"))["result"]["content"][0]["text"]
     assert second != first
+
+
+@pytest.mark.parametrize("mode", ["session", "pool"])
+async def test_a_request_reaches_the_process_byte_for_byte_and_its_answer_keeps_the_clients_id(
+    mode: str, http: aiohttp.ClientSession
+) -> None:
+    """No id or progress token is rewritten in either mode: the process reads the client's body as sent (key order,
+    spacing, a string id, a progress token), and the client gets the answer under its own id."""
+    echo = (sys.executable, "-S", "-m", "tests.upstreams.echo_server")
+    config = GatewayConfig(upstream_command=echo, metrics_port=0, upstream_mode=mode, pool_max=1)
+    server = TestServer(create_app(config, authenticator=HeaderAuthenticator()), host="127.0.0.1")
+    await server.start_server()
+    try:
+        clients = [as_user(http, server, user) for user in ("alice", "bob")]
+        for client in clients:
+            await client.initialize()
+        for client in clients:
+            body = (
+                '{ "params" : {"_meta": {"progressToken": "same"}, "arguments":{}, "name":"line"},'
+                '"id":"same-id", "method":"tools/call",  "jsonrpc":"2.0" }'
+            )
+            async with http.post(client.url, data=body, headers=client.headers()) as response:
+                assert response.status == 200, await response.text()
+                answers = [m for m in messages(await read_sse(response, until_id="same-id")) if "result" in m]
+            assert [a["id"] for a in answers] == ["same-id"]
+            assert answers[0]["result"]["content"][0]["text"] == body
+    finally:
+        await server.close()
+
+
+async def test_the_2026_partition_is_counted_apart_from_the_session_partition(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    """Every pool metric carries `partition`: a session's call counts in `session`, a 2026-07-28 call in `stateless`."""
+    before = {p: sample("mcp_gateway_pool_dispatches_total", {"partition": p}) for p in ("session", "stateless")}
+    client = as_user(http, pool2, "alice")
+    await client.initialize()
+    assert (await client.call_tool("echo", {"text": "old"}))["result"]["content"][0]["text"] == "old"
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "new"}, "_meta": meta},
+    }
+    headers = {
+        "X-Test-User": "bob",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "echo",
+    }
+    async with http.post(client.url, json=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["result"]["content"][0]["text"] == "new"
+    assert sample("mcp_gateway_pool_dispatches_total", {"partition": "session"}) == before["session"] + 1
+    # The 2026 call, and any tools/list the gateway sent to learn the tool's Mcp-Param headers.
+    assert sample("mcp_gateway_pool_dispatches_total", {"partition": "stateless"}) >= before["stateless"] + 1
+    for partition in ("session", "stateless"):
+        assert sample("mcp_gateway_pool_processes", {"partition": partition}) >= 1

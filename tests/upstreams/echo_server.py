@@ -27,6 +27,7 @@ TOOLS = [
         ("fail", "Answer with isError true."),
         ("stderr", "Write `lines` lines to stderr, then answer."),
         ("pid", "Answer with the process id."),
+        ("line", "Answer with the request's line exactly as this server read it."),
         ("flood", "Send `count` logging notifications of `size` bytes, then answer with the seconds it took."),
     )
 ]
@@ -34,6 +35,8 @@ TOOLS = [
 _out_lock = threading.Lock()
 _waiting: dict[Any, tuple[threading.Event, list[Any]]] = {}
 _counter = 0
+_line = ""
+"""The line being handled (for the `line` tool)."""
 
 
 def send(msg: dict[str, Any]) -> None:
@@ -114,6 +117,8 @@ def call_tool(msg_id: Any, params: dict[str, Any]) -> None:
         text_result(msg_id, "written")
     elif name == "pid":
         text_result(msg_id, str(os.getpid()))
+    elif name == "line":
+        text_result(msg_id, _line)
     elif name == "flood":
         started = time.monotonic()
         filler = "z" * int(args.get("size", 100000))
@@ -173,9 +178,10 @@ def handle(msg: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    global _line
     for line in sys.stdin:
-        line = line.strip()
-        if not line:
+        line = _line = line.rstrip("\n")
+        if not line.strip():
             continue
         try:
             msg = json.loads(line)
