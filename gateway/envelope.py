@@ -2,10 +2,10 @@
 
 Routing an upstream line needs only its top-level members: `id`, `method`, and for a response whether it is an
 error. msgspec reads them into a struct in one pass over the line, which also checks that the whole line is JSON;
-`params`, `result` and `error` are kept as their JSON text (`msgspec.Raw`), not decoded, so a tool's big result or a
-long log notification costs one scan. The audit line of a `tools/call` also needs `result.isError`: only that
-member of the result is read, when asked. Pool mode replaces ids: the message is encoded again from the struct,
-its payloads copied as received.
+`params` and `error` are kept as their JSON text (`msgspec.Raw`), not decoded. The audit line of a `tools/call`
+also needs `result.isError`, so the same pass reads that one member of an object result and skips the rest. A
+tool's big result or a long log notification therefore costs one scan and no Python objects. Pool mode gives a
+server-to-client request an id of its own: the message is encoded again with its payloads copied as received.
 
 msgspec refuses one thing JSON allows, a lone surrogate escape such as `"\\ud800"` (a client may use one as its id,
 and session mode forwards it as it is); such a line is decoded by the stdlib instead.
@@ -25,9 +25,27 @@ _ABSENT = msgspec.Raw()
 """A member the line does not have."""
 
 
-class _Members(msgspec.Struct, omit_defaults=True):
-    """The top-level members of a JSON-RPC message, payloads as their JSON text. Other members are skipped (their
-    JSON is still checked) and left out when the message is encoded again: JSON-RPC defines none."""
+class _ResultFlags(msgspec.Struct):
+    """The one member of an object result the gateway reads; the others are skipped, not decoded."""
+
+    isError: Any = None
+
+
+class _Members(msgspec.Struct):
+    """The top-level members of a JSON-RPC message as routing needs them. Other members are skipped (their JSON is
+    still checked)."""
+
+    id: Any = None
+    method: Any = None
+    params: msgspec.Raw = _ABSENT
+    result: _ResultFlags | list[Any] | str | int | float | bool | msgspec.UnsetType | None = msgspec.UNSET
+    """An object result as its flags; any other JSON value a result may be (rare) is decoded."""
+    error: msgspec.Raw = _ABSENT
+
+
+class _Payloads(msgspec.Struct, omit_defaults=True):
+    """The members of a JSON-RPC message, payloads as their JSON text, to encode it again with another id. Other
+    members are left out: JSON-RPC defines none."""
 
     jsonrpc: Any = None
     id: Any = None
@@ -37,12 +55,8 @@ class _Members(msgspec.Struct, omit_defaults=True):
     error: msgspec.Raw = _ABSENT
 
 
-class _IsError(msgspec.Struct):
-    isError: Any = None
-
-
 _read_members = msgspec.json.Decoder(_Members).decode
-_read_is_error = msgspec.json.Decoder(_IsError).decode
+_read_payloads = msgspec.json.Decoder(_Payloads).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -63,19 +77,13 @@ class Envelope:
     """The whole decoded message, once something needed it (`full`)."""
 
     def result_is_error(self) -> bool:
-        """`result.isError is true` (tools/call outcome); reads only that member of the result."""
+        """`result.isError is true` (tools/call outcome), as read with the envelope."""
         if self.error:
             return True
         members = self.members
-        if members is not None and self.message is None:
-            if not members.result:
-                return False
-            try:
-                return _read_is_error(members.result).isError is True
-            except msgspec.ValidationError:  # a result that is not an object
-                return False
-            except msgspec.DecodeError:  # a lone surrogate escape in the result: decode it whole below
-                pass
+        if members is not None:
+            flags = members.result
+            return isinstance(flags, _ResultFlags) and flags.isError is True
         message = self.full()
         result = message.get("result") if message is not None else None
         return isinstance(result, dict) and result.get("isError") is True
@@ -93,8 +101,10 @@ class Envelope:
     def with_id(self, new_id: Any) -> bytes:
         """The message with its id replaced by `new_id`, its payloads copied as received."""
         if self.members is not None:
-            # The id is encoded on its own: a lone surrogate id has no UTF-8 form and goes as an escape.
-            return _encode(msgspec.structs.replace(self.members, id=msgspec.Raw(json_bytes(new_id))))
+            # Read again, payloads as their text (the line is known to be JSON). The id is encoded on its own: a lone
+            # surrogate id has no UTF-8 form and goes as an escape.
+            payloads = _read_payloads(self.line)
+            return _encode(msgspec.structs.replace(payloads, id=msgspec.Raw(json_bytes(new_id))))
         message = self.full()
         if message is None:
             raise ValueError("not a JSON object")
@@ -106,8 +116,8 @@ def read_envelope(line: bytes) -> Envelope | None:
     all); None for a line that starts as another JSON value (an array, a number), which is not read further."""
     try:
         members = _read_members(line)
-    except msgspec.ValidationError:  # not an object
-        return None
+    except msgspec.ValidationError:  # not an object, or a result msgspec will not hold (a number out of range)
+        return _read_whole(line) if line.lstrip()[:1] == b"{" else None
     except msgspec.DecodeError:
         return _read_whole(line)
     except RecursionError:
