@@ -131,8 +131,6 @@ class Lease:
         """The session's handler: a line for the client, with its envelope when the pool has read it."""
         self.queued: list[Queued] = []
         self.processes: set[PoolProcess] = set()
-        self.last: PoolProcess | None = None
-        """The process this session held last: taken again first when it is free."""
         self.asks: dict[int, tuple[PoolProcess, Any]] = {}
         """Server-to-client requests by the id the client sees: the process that asked and its own id."""
         self.level = DEFAULT_LOG_LEVEL
@@ -531,10 +529,8 @@ class Pool:
                     return process
         if waiting:
             return None  # first come, first served
-        last = lease.last
-        if last is not None and last.owner is None and last.usable:
-            self._lease_to(last, lease)
-            return last
+        # The first free process in start order: load gathers on the oldest processes, so the newest go idle and
+        # the pool can shrink.
         for process in self.processes:
             if process.owner is None and process.usable:
                 self._lease_to(process, lease)
@@ -551,7 +547,6 @@ class Pool:
         process.owner = lease
         process.leased_at = time.monotonic()
         lease.processes.add(process)
-        lease.last = process
 
     def _send(self, process: PoolProcess, msg_id: Any, line: bytes) -> None:
         process.inflight.add(msg_id)
@@ -639,7 +634,6 @@ class Pool:
             for msg_id in list(process.inflight):
                 self._abandon(process, msg_id, "session ended")
             self._maybe_release(process)
-        lease.last = None
 
     # --- process -> client --------------------------------------------------------------------------------
 
