@@ -1,10 +1,11 @@
 """MCP 2026-07-28, the stateless protocol: each POST is one self-contained request, served from a pool partition.
 
 A 2026-07-28 request carries its protocol version and client capabilities in `params._meta`, and the routing headers
-`MCP-Protocol-Version`, `Mcp-Method` and (for tools/call, prompts/get, resources/read) `Mcp-Name`. There is no
-initialize handshake, no `Mcp-Session-Id`, no GET stream and no resumption. The transport (gateway/mcp_http.py) has
-already authenticated the caller; this module checks the request the way that version asks, authorizes it with the
-same rules as a session's request, and hands it to `ModernPool`: pooled upstream processes whose era is 2026-07-28.
+`MCP-Protocol-Version`, `Mcp-Method` and (for tools/call, prompts/get, resources/read) `Mcp-Name`, plus the
+`Mcp-Param-*` headers a tool's input schema asks for (gateway/param_headers.py). There is no initialize handshake,
+no `Mcp-Session-Id`, no GET stream and no resumption. The transport (gateway/mcp_http.py) has already authenticated
+the caller; this module checks the request the way that version asks, authorizes it with the same rules as a
+session's request, and hands it to `ModernPool`: pooled upstream processes whose era is 2026-07-28.
 
 A stdio server built on the MCP 2.x SDK settles its era on the first request it reads: `initialize` makes it a
 handshake-era process, a request carrying the 2026 `_meta` envelope makes it a 2026-07-28 process, for good. So the
@@ -25,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -38,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway import metrics
 from gateway.audit import record_tool_call
 from gateway.config import GatewayConfig
-from gateway.envelope import read_envelope
+from gateway.envelope import Envelope, read_envelope
 from gateway.errors import ConfigError
 from gateway.jsonrpc import (
     HANDSHAKE_VERSIONS,
@@ -52,6 +54,7 @@ from gateway.jsonrpc import (
     tool_call_facts,
 )
 from gateway.logging import get_logger
+from gateway.param_headers import ToolSchemas, check_param_headers, decode_header_value, sent_param_headers
 from gateway.pool import GATEWAY_VERSION, Lease, Pool, PoolProcess
 from gateway.security import Authenticator, AuthRejection, Principal
 from gateway.upstream import UpstreamError
@@ -89,6 +92,7 @@ STATE_PREFIX = "gw1."
 STATE_AAD = b"cnpg-mcp-gateway/request-state/v1"
 STATE_TTL = 600.0
 """Seconds a sealed requestState stays valid: an input-required exchange is a person answering a question."""
+TOOLS_CHANGED = "notifications/tools/list_changed"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE_SECONDS = 15.0
 
@@ -116,25 +120,6 @@ def wants_stateless(headers: Mapping[str, str], message: Any) -> bool:
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
-
-
-def _decode_header_value(value: str | None) -> str | None:
-    """An `Mcp-Name`/`Mcp-Param-*` value: as sent, or the UTF-8 inside `=?base64?...?=`; None when that is broken."""
-    if value is None:
-        return None
-    if not (value.startswith("=?base64?") and value.endswith("?=")):
-        return value
-    payload = value[len("=?base64?") : -2]
-    try:
-        raw = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if base64.b64encode(raw).decode("ascii") != payload:
-        return None
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return None
 
 
 class Refusal(Exception):
@@ -176,7 +161,7 @@ def check_request(message: dict[str, Any], headers: Any, served: list[str]) -> N
     name_key = NAME_PARAMS.get(method)
     if name_key is not None and isinstance(params, dict) and params.get(name_key) is not None:
         sent_name = headers.get(NAME_HEADER)
-        if _decode_header_value(sent_name.strip() if sent_name is not None else None) != params[name_key]:
+        if decode_header_value(sent_name.strip() if sent_name is not None else None) != params[name_key]:
             raise Refusal(HEADER_MISMATCH, f"Mcp-Name header does not match the request body's {name_key!r} parameter")
     if not isinstance(version, str):
         raise Refusal(INVALID_PARAMS, "the protocol-version envelope value must be a string")
@@ -317,6 +302,9 @@ class StatelessService:
         self.pool: ModernPool | None = ModernPool(config) if config.upstream_mode == "pool" else None
         self.seal: StateSeal | None = None
         self.draining = False
+        self.tool_schemas = ToolSchemas(self._ask)
+        """Each tool's `Mcp-Param-*` headers, from the upstream's tools/list results."""
+        self._own_ids = itertools.count(1)
 
     async def start(self) -> None:
         if self.pool is not None:
@@ -325,6 +313,7 @@ class StatelessService:
 
     async def close(self) -> None:
         self.draining = True
+        await self.tool_schemas.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -382,6 +371,10 @@ class StatelessService:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         assert isinstance(params, dict)
         name = params.get(NAME_PARAMS.get(method, ""))
+        if method == "tools/call":
+            problem = await self._param_header_problem(request, name, params.get("arguments"))
+            if problem is not None:
+                return _error(msg_id, Refusal(HEADER_MISMATCH, problem))
         if "requestState" in params:
             assert self.seal is not None
             try:
@@ -390,6 +383,50 @@ class StatelessService:
                 return _error(msg_id, refused)
             message = {**message, "params": {**params, "requestState": state}}
         return await self._exchange(request, principal, message, name)
+
+    async def _param_header_problem(self, request: web.Request, name: Any, arguments: Any) -> str | None:
+        """Why a tools/call's `Mcp-Param-*` headers disagree with its arguments (gateway/param_headers.py), or None.
+
+        A call with no arguments and no such header cannot disagree, and a known tool costs a lookup: only a tool
+        not seen yet, or a header its schema does not declare, makes the gateway list the tools (rarely)."""
+        if not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)):
+            return None  # not a call the upstream will run; it says so itself
+        sent = sent_param_headers(request.headers.keys())
+        if not arguments and not sent:
+            return None
+        mirrored = await self.tool_schemas.declared(name, sent)
+        return check_param_headers(mirrored, arguments or {}, request.headers)
+
+    async def _ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The result of a request the gateway itself sends to a 2026 process, on a lease of its own like a
+        client's request (so the pool's isolation rule holds). Raises UpstreamError or TimeoutError."""
+        assert self.pool is not None
+        msg_id = f"gateway-{next(self._own_ids)}"
+        answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def on_line(line: bytes, envelope: Envelope | None = None, /) -> None:
+            if answered.done():
+                return
+            if envelope is None:
+                with contextlib.suppress(ValueError):
+                    envelope = read_envelope(line)
+            if envelope is not None and envelope.method is None and envelope.id == msg_id:
+                answered.set_result(envelope.full() or {})
+
+        lease = self.pool.lease()
+        lease.start(on_line, lambda _: None)
+        try:
+            params = {**params, "_meta": gateway_meta()}
+            lease.forward([{"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}], None)
+            message = await asyncio.wait_for(answered, PROBE_TIMEOUT)
+        finally:
+            self.pool.end_lease(lease)
+        result = message.get("result")
+        if not isinstance(result, dict):
+            error = message.get("error")
+            text = error.get("message") if isinstance(error, dict) else None
+            raise UpstreamError(f"the upstream server refused {method}: {str(text)[:200]}")
+        return result
 
     async def _exchange(
         self, request: web.Request, principal: Principal | None, message: dict[str, Any], name: Any
@@ -417,6 +454,8 @@ class StatelessService:
                 if envelope is None or (envelope.method is not None and envelope.id is not None):
                     continue  # a server-to-client request: this version has none
                 if envelope.method is not None:
+                    if envelope.method == TOOLS_CHANGED:
+                        self.tool_schemas.forget()
                     response = response or await _open_stream(request)
                     await response.write(_event(line))
                     continue
@@ -450,6 +489,7 @@ class StatelessService:
             return 200, line
         if method == "tools/list":
             metrics.learn_tools(result.get("tools"))
+            self.tool_schemas.learn(result.get("tools"))
             if self.authenticator is not None and principal is not None:
                 message = self.authenticator.filter_result(principal, method, message)
                 result = message.get("result")

@@ -14,9 +14,10 @@ later session on that process sees, as a real server's list change would.
 
 For MCP 2026-07-28 (which the SDK's stdio loop serves when the first request carries the 2026 ``_meta`` envelope) it
 adds the fixtures of the suite's 2026 scenarios: the ``test_input_required_result_*`` tools and prompt, which answer
-with input-required results and take the retry, and ``test_missing_capability``. Their ``requestState`` is signed
-with STDIO_SERVER_STATE_KEY (a key of this process when unset), so every process given the same key accepts the
-states of the others.
+with input-required results and take the retry, ``test_missing_capability``, and ``test_param_headers``, whose input
+schema marks arguments with ``x-mcp-header`` (the gateway checks the ``Mcp-Param-*`` headers against them). The
+``requestState`` of the input-required fixtures is signed with STDIO_SERVER_STATE_KEY (a key of this process when
+unset), so every process given the same key accepts the states of the others.
 """
 
 from __future__ import annotations
@@ -153,6 +154,20 @@ TOOLS: list[types.Tool] = [
     tool("test_missing_capability", "2026: needs the client's sampling capability"),
     tool("test_input_required_result_capabilities", "2026: asks only what the client's capabilities allow"),
     tool("test_logging_tool", "Sends an info log notification, if the request asked for logs"),
+    tool(
+        "test_param_headers",
+        "2026: region, priority and verbose travel in Mcp-Param-* headers too; answers with the arguments it got",
+        {
+            "type": "object",
+            "properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"},
+                "priority": {"type": "integer", "x-mcp-header": "Priority"},
+                "verbose": {"type": "boolean", "x-mcp-header": "Verbose"},
+                "query": {"type": "string"},
+            },
+            "required": ["region"],
+        },
+    ),
 ]
 EXTRA_TOOL = tool("extra_tool", "Only listed after change_lists")
 
@@ -373,6 +388,8 @@ async def call_tool(
         return types.CallToolResult(content=[text("logged")])
     if name == "test_simple_text":
         return types.CallToolResult(content=[text("This is a simple text response for testing.")])
+    if name == "test_param_headers":
+        return types.CallToolResult(content=[text(json.dumps(args, sort_keys=True))])
     if name == "test_image_content":
         return types.CallToolResult(
             content=[types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png")]

@@ -6,9 +6,12 @@ Python SDK client pinned to 2026-07-28 and in auto mode, OIDC on where the rule 
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,9 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
+from multidict import CIMultiDict
 
+from gateway.param_headers import ToolSchemas, check_param_headers, declared_headers
 from tests.fixtures.gateway import ECHO_UPSTREAM, RunningGateway, StartGateway, free_port
 from tests.fixtures.idp import DevIdp, start_gateway
 
@@ -47,8 +52,11 @@ async def connect(url: str, token: str | None, mode: str, **options: Any) -> Asy
         yield client
 
 
-async def post(url: str, message: dict[str, Any], token: str | None = None, **headers: str) -> tuple[int, Any]:
-    """One 2026-07-28 POST with the routing headers its body calls for (overridable) and its JSON answer."""
+async def post(
+    url: str, message: dict[str, Any], token: str | None = None, *, also: Sequence[tuple[str, str]] = (), **headers: str
+) -> tuple[int, Any]:
+    """One 2026-07-28 POST with the routing headers its body calls for (overridable), `also` added as they are (a
+    header twice, say), and its JSON answer."""
     sent = {
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": MODERN,
@@ -60,7 +68,10 @@ async def post(url: str, message: dict[str, Any], token: str | None = None, **he
     if token:
         sent["Authorization"] = f"Bearer {token}"
     sent.update({k.replace("_", "-"): v for k, v in headers.items()})
-    async with aiohttp.ClientSession() as http, http.post(url, json=message, headers=sent) as resp:
+    all_headers = CIMultiDict(sent)
+    for name, value in also:
+        all_headers.add(name, value)
+    async with aiohttp.ClientSession() as http, http.post(url, json=message, headers=all_headers) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -257,3 +268,152 @@ async def test_an_upstream_that_does_not_speak_2026_is_never_offered_it(gateway_
         assert client.protocol_version != MODERN
         result = await client.call_tool("echo", {"text": "fell back"})
     assert "fell back" in text_of(result)
+
+
+# --- Mcp-Param-* headers: test_param_headers mirrors region (string), priority (integer) and verbose (boolean) ------
+
+
+@pytest.fixture(scope="module")
+def plain_pool(module_gateway_factory: StartGateway) -> RunningGateway:
+    """A pool gateway with auth off: the Mcp-Param-* checks are the same for every caller."""
+    return module_gateway_factory(upstream_command=UPSTREAM, env=POOL)
+
+
+def b64(value: str) -> str:
+    return "=?base64?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+def with_params(msg_id: int = 1, **arguments: Any) -> dict[str, Any]:
+    return call("test_param_headers", msg_id, arguments=arguments)
+
+
+async def test_param_headers_that_agree_with_the_arguments_are_accepted(plain_pool: RunningGateway) -> None:
+    url = plain_pool.mcp_url
+    arguments: dict[str, Any] = {"region": "eu-west-1", "priority": 3, "verbose": False, "query": "unmirrored"}
+    status, reply = await post(
+        url, with_params(**arguments), Mcp_Param_Region="eu-west-1", mcp_param_priority="3", MCP_PARAM_VERBOSE="false"
+    )
+    assert status == 200 and json.loads(reply["result"]["content"][0]["text"]) == arguments
+    # Base64 for what a header cannot carry, whitespace around a value, an integer written as 3.0, null = absent.
+    status, reply = await post(
+        url,
+        with_params(region=" Zürich\n", priority=3, verbose=None),
+        also=[("Mcp-Param-Region", b64(" Zürich\n")), ("Mcp-Param-Priority", "  3.0 ")],
+    )
+    assert status == 200, reply
+    # The SDK client mirrors the arguments itself, from the tools/list it made.
+    async with connect(url, None, MODERN) as client:
+        await client.list_tools()
+        result = await client.call_tool("test_param_headers", {"region": "日本", "priority": 7, "verbose": True})
+    assert json.loads(text_of(result)) == {"region": "日本", "priority": 7, "verbose": True}
+
+
+REFUSED: dict[str, tuple[dict[str, Any], list[tuple[str, str]], str]] = {
+    "value differs": ({"region": "eu"}, [("Mcp-Param-Region", "us")], "does not match"),
+    "header missing": ({"region": "eu"}, [], "is missing"),
+    "argument absent": ({"region": "eu"}, [("Mcp-Param-Region", "eu"), ("Mcp-Param-Priority", "1")], "no 'priority'"),
+    "argument null": (
+        {"region": "eu", "verbose": None},
+        [("Mcp-Param-Region", "eu"), ("Mcp-Param-Verbose", "true")],
+        "no 'verbose'",
+    ),
+    "integer differs": (
+        {"region": "eu", "priority": 3},
+        [("Mcp-Param-Region", "eu"), ("Mcp-Param-Priority", "4")],
+        "does not match",
+    ),
+    "boolean case": (
+        {"region": "eu", "verbose": True},
+        [("Mcp-Param-Region", "eu"), ("Mcp-Param-Verbose", "True")],
+        "does not match",
+    ),
+    "base64 padding": ({"region": "Hello"}, [("Mcp-Param-Region", "=?base64?SGVsbG8?=")], "not valid"),
+    "base64 characters": ({"region": "Hello"}, [("Mcp-Param-Region", "=?base64?SGVs!!!bG8=?=")], "not valid"),
+    "header twice": ({"region": "eu"}, [("Mcp-Param-Region", "eu"), ("Mcp-Param-Region", "eu")], "more than once"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_param_headers_that_disagree_are_refused_with_400_and_32020(
+    plain_pool: RunningGateway, case: str
+) -> None:
+    arguments, headers, words = REFUSED[case]
+    status, reply = await post(plain_pool.mcp_url, with_params(**arguments), also=headers)
+    assert (status, reply["error"]["code"]) == (400, -32020), reply
+    assert words in reply["error"]["message"]
+
+
+def test_a_header_value_with_characters_no_header_may_carry_is_refused() -> None:
+    mirrored, problem = declared_headers(
+        {"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}
+    )
+    assert problem is None
+    assert "characters" in str(check_param_headers(mirrored, {"q": "héllo"}, CIMultiDict({"Mcp-Param-Q": "héllo"})))
+    assert check_param_headers(mirrored, {"q": "héllo"}, CIMultiDict({"Mcp-Param-Q": b64("héllo")})) is None
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"properties": {"a": {"type": "number", "x-mcp-header": "A"}}},
+        {"properties": {"a": {"type": "string", "x-mcp-header": "A B"}}},
+        {"properties": {"a": {"type": "string", "x-mcp-header": "A"}, "b": {"type": "string", "x-mcp-header": "a"}}},
+        {"properties": {"a": {"type": "array", "items": {"type": "string", "x-mcp-header": "A"}}}},
+        {"anyOf": [{"properties": {"a": {"type": "string", "x-mcp-header": "A"}}}]},
+    ],
+    ids=["number", "not a token", "repeated", "under items", "under anyOf"],
+)
+def test_a_schema_that_breaks_the_x_mcp_header_rules_declares_nothing(schema: dict[str, Any]) -> None:
+    mirrored, problem = declared_headers({"type": "object", **schema})
+    assert mirrored == () and problem
+
+
+async def test_tools_are_listed_only_when_a_call_names_one_not_seen_or_a_header_not_declared() -> None:
+    asked: list[str] = []
+    now = [0.0]
+    tools = [{"name": "plain", "inputSchema": {"type": "object"}}]
+
+    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        asked.append(method)
+        return {"tools": tools}
+
+    schemas = ToolSchemas(ask, clock=lambda: now[0])
+    schemas.learn(tools)
+    for _ in range(3):
+        assert await schemas.declared("plain", frozenset()) == ()
+    assert asked == []
+    # A tool not seen lists them once, and not again within the interval, however many calls come at once.
+    await asyncio.gather(*(schemas.declared("other", frozenset()) for _ in range(5)))
+    await schemas.declared("other", frozenset())
+    assert asked == ["tools/list"]
+    # A renamed header: the call's header is not in the known schema, so the tools are listed again.
+    tools = [{"name": "plain", "inputSchema": {"properties": {"r": {"type": "string", "x-mcp-header": "Zone"}}}}]
+    now[0] += 11
+    assert [m.header for m in await schemas.declared("plain", frozenset({"mcp-param-zone"}))] == ["Mcp-Param-Zone"]
+    # tools/list_changed forgets them all; the next call lists at once.
+    schemas.forget()
+    await schemas.declared("plain", frozenset())
+    assert asked == ["tools/list"] * 3
+    await schemas.close()
+
+
+async def test_a_tool_that_declares_no_param_headers_costs_no_listing_per_call(gateway_factory: StartGateway) -> None:
+    gateway = gateway_factory(upstream_command=UPSTREAM, env=POOL)
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": META}}
+    assert (await post(gateway.mcp_url, listing))[0] == 200  # the gateway learns the schemas passing through
+
+    async def dispatched() -> float:
+        """Requests sent to pool processes, over every partition."""
+        async with aiohttp.ClientSession() as http, http.get(gateway.metrics_url) as resp:
+            found = re.findall(r"^mcp_gateway_pool_dispatches_total(?:\{[^}]*\})? (\S+)$", await resp.text(), re.M)
+        assert found
+        return sum(float(value) for value in found)
+
+    before = await dispatched()
+    for msg_id in range(3):
+        status, reply = await post(gateway.mcp_url, call("echo", msg_id, arguments={"text": "hi"}))
+        assert status == 200 and reply["result"]["content"][0]["text"] == "hi"
+    assert await dispatched() == before + 3  # the calls, and no tools/list beside them
+    # A header the tool does not declare is not the gateway's business (it lists once, then lets it through).
+    status, _ = await post(gateway.mcp_url, call("echo", 9, arguments={"text": "hi"}), Mcp_Param_Other="x")
+    assert status == 200
