@@ -303,3 +303,30 @@ async def test_the_2026_partition_is_counted_apart_from_the_session_partition(
     assert sample("mcp_gateway_pool_dispatches_total", {"partition": "stateless"}) >= before["stateless"] + 1
     for partition in ("session", "stateless"):
         assert sample("mcp_gateway_pool_processes", {"partition": partition}) >= 1
+
+
+async def test_the_pool_grows_under_load_and_shrinks_to_pool_min_when_idle(http: aiohttp.ClientSession) -> None:
+    server = await start_pool(pool_min=1, pool_max=3, pool_idle_timeout=1.0)
+    try:
+        clients = [as_user(http, server, f"user{n}") for n in range(3)]
+        for client in clients:
+            await client.initialize()
+        before = sample("mcp_gateway_pool_process_exits_total", {"reason": "idle"})
+        # Three calls at once: two wait, so the pool starts two more processes for them.
+        calls = asyncio.gather(*(c.call_tool("slow", {"ms": 3000}) for c in clients))
+        deadline = time.monotonic() + WAIT
+        while sample("mcp_gateway_pool_processes") < 3:
+            assert time.monotonic() < deadline, "the pool did not grow"
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(calls, WAIT)
+        # One session keeps calling at a low rate: it is served by the oldest process; the other two go idle.
+        deadline = time.monotonic() + WAIT
+        while sample("mcp_gateway_pool_processes") > 1:
+            assert time.monotonic() < deadline, "the pool did not shrink"
+            assert (await clients[0].call_tool("echo", {"text": "x"}))["result"]["content"][0]["text"] == "x"
+            await asyncio.sleep(0.2)
+        assert sample("mcp_gateway_pool_process_exits_total", {"reason": "idle"}) == before + 2
+        for client in clients:
+            assert (await client.call_tool("echo", {"text": "y"}))["result"]["content"][0]["text"] == "y"
+    finally:
+        await server.close()
