@@ -32,6 +32,7 @@ from gateway.jsonrpc import (
     tool_call_facts,
 )
 from gateway.logging import get_logger
+from gateway.param_headers import preflight_param_headers
 from gateway.security import Authenticator, AuthRejection, Principal
 from gateway.sessions import ResultFilter, Session, SessionLimit, SessionManager
 from gateway.sse import EVENT_ID, GET_STREAM, KEEPALIVE, SSE_HEADERS, Stream, retry_frame, supports_priming
@@ -60,6 +61,16 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "600",
 }
 COALESCE_SECONDS = 0.005
+
+
+def preflight_headers(request: web.Request) -> dict[str, str]:
+    """A CORS preflight's answer: the fixed MCP headers, plus the `Mcp-Param-*` headers the browser asks to send
+    (MCP 2026-07-28 tools name their own)."""
+    params = preflight_param_headers(request.headers.get("Access-Control-Request-Headers", ""))
+    if not params:
+        return PREFLIGHT_HEADERS
+    allowed = PREFLIGHT_HEADERS["Access-Control-Allow-Headers"] + ", " + ", ".join(params)
+    return {**PREFLIGHT_HEADERS, "Access-Control-Allow-Headers": allowed, "Vary": "Access-Control-Request-Headers"}
 
 
 def json_error(
@@ -187,7 +198,7 @@ class McpTransport:
         if request.method == "OPTIONS":
             # CORS preflight from an allowed origin (checked above): browsers send it without credentials.
             request[MCP_METHOD] = "OPTIONS"
-            return web.Response(status=204, headers=PREFLIGHT_HEADERS)
+            return web.Response(status=204, headers=preflight_headers(request))
         principal: Principal | None = None
         if self.authenticator is not None:
             try:
@@ -223,7 +234,8 @@ class McpTransport:
             return
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-        response.headers["Vary"] = "Origin"
+        vary = response.headers.get("Vary")
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
 
     def _origin_allowed(self, origin: str) -> bool:
         origin = origin.strip().lower()

@@ -166,6 +166,13 @@ def sent_param_headers(names: Iterable[str]) -> frozenset[str]:
     return frozenset(lower for name in names if (lower := name.lower()).startswith(PREFIX))
 
 
+def preflight_param_headers(requested: str, most: int = 64) -> list[str]:
+    """The `Mcp-Param-*` names a CORS preflight's Access-Control-Request-Headers asks for (valid names, at most
+    `most`): a browser page may send the headers a tool declares, whatever their names."""
+    names = (name.strip() for name in requested.split(","))
+    return [name for name in names if name.lower().startswith(PREFIX) and _TOKEN.fullmatch(name)][:most]
+
+
 def _value_at(arguments: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = arguments
     for key in path:

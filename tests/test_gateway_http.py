@@ -492,6 +492,22 @@ async def test_cors_preflight_from_an_allowed_origin(gw: RunningGateway, http: a
         assert "Mcp-Session-Id" in response.headers["Access-Control-Allow-Headers"]
 
 
+async def test_cors_preflight_allows_the_mcp_param_headers_a_page_asks_for(
+    gw: RunningGateway, http: aiohttp.ClientSession
+) -> None:
+    headers = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, mcp-param-region, Mcp-Param-Bad Name, x-other",
+    }
+    async with http.options(gw.mcp_url, headers=headers) as response:
+        assert response.status == 204
+        allowed = [name.strip().lower() for name in response.headers["Access-Control-Allow-Headers"].split(",")]
+        assert "mcp-param-region" in allowed and "mcp-method" in allowed
+        assert not [name for name in allowed if name.startswith("mcp-param-bad") or name == "x-other"]
+        assert response.headers["Vary"] == "Access-Control-Request-Headers, Origin"
+
+
 async def test_cors_preflight_from_a_foreign_origin_is_403(gw: RunningGateway, http: aiohttp.ClientSession) -> None:
     headers = {"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
     async with http.options(gw.mcp_url, headers=headers) as response:
