@@ -631,9 +631,11 @@ class Pool:
                 process.upstream.send(error_bytes(original, INTERNAL_ERROR, "the client's session has ended"))
         lease.asks.clear()
         for process in list(lease.processes):
-            for msg_id in list(process.inflight):
-                self._abandon(process, msg_id, "session ended")
-            self._maybe_release(process)
+            if process.inflight:
+                for msg_id in list(process.inflight):
+                    self._abandon(process, msg_id, "session ended")  # the last one stops the process
+            else:
+                self._maybe_release(process)
 
     # --- process -> client --------------------------------------------------------------------------------
 

@@ -330,3 +330,27 @@ async def test_the_pool_grows_under_load_and_shrinks_to_pool_min_when_idle(http:
             assert (await client.call_tool("echo", {"text": "y"}))["result"]["content"][0]["text"] == "y"
     finally:
         await server.close()
+
+
+async def test_ending_a_session_mid_call_retires_its_process_once(
+    pool2: TestServer, http: aiohttp.ClientSession
+) -> None:
+    before = sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"})
+    alice, bob = as_user(http, pool2, "alice"), as_user(http, pool2, "bob")
+    for client in (alice, bob):
+        await client.initialize()
+    first = (await alice.call_tool("whoami"))["result"]["content"][0]["text"]
+    calls = [asyncio.ensure_future(alice.call_tool("slow", {"ms": 5000})) for _ in range(2)]
+    await asyncio.sleep(0.3)
+    assert await alice.delete() == 204
+    for call in calls:
+        answer = await asyncio.wait_for(call, WAIT)
+        assert answer["error"]["message"]
+    deadline = time.monotonic() + WAIT
+    while sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"}) == before:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    # Two requests were abandoned on one process: it is stopped, and counted, once.
+    assert sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"}) == before + 1
+    assert (await bob.call_tool("whoami"))["result"]["content"][0]["text"] != first
