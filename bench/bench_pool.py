@@ -9,13 +9,17 @@
 2. Throughput at 8 sessions, closed loop, tools/call of `echo` on tests/upstreams/echo_server.py (starts in
    milliseconds, so the figure is the gateway's), in steady state: the 8 sessions call for --warmup seconds before
    the clock starts, so session mode's 8 processes and the pool's (grown from POOL_MIN=1 to 8) are all running when
-   it is measured. The gateway's CPU per call is printed too: on a shared machine it moves less than calls/s.
+   it is measured. The modes alternate round by round, each going first in every other round, so a drift in the
+   machine's load weighs on both alike. Each mode's figures are medians over its rounds, and the throughput goal
+   is the median of pool / session calls per second within each round. The gateway's and the upstream processes'
+   CPU per call are printed too: on a shared machine they move less than calls/s.
 
 Each figure is printed for session mode (MAX_SESSIONS as configured, default 100) beside pool mode (POOL_MIN=1,
-POOL_MAX=8), with the goals of issue 10: at most 8 processes, at most 1 GiB RSS, setup p50 at most 5 ms, and pool
+POOL_MAX=8), with the pool's goals: at most 8 processes, at most 1 GiB RSS, setup p50 at most 5 ms, and pool
 throughput at 8 sessions no lower than session mode's.
 
-Run: .venv/bin/python bench/bench_pool.py [--sessions 1000] [--upstream "cnpg-mcp-server"] [--seconds 24]
+Run: .venv/bin/python bench/bench_pool.py [--sessions 1000] [--upstream "cnpg-mcp-server"] [--rounds 10]
+     [--seconds 40] [--throughput-only]
 """
 
 from __future__ import annotations
@@ -243,8 +247,8 @@ async def main() -> None:
     parser.add_argument("--max-sessions", type=int, default=2000, help="MAX_SESSIONS of the pool-mode gateway")
     parser.add_argument("--session-max-sessions", type=int, default=100, help="MAX_SESSIONS in session mode")
     parser.add_argument("--setups", type=int, default=10, help="sessions opened one at a time before the burst")
-    parser.add_argument("--seconds", type=float, default=24.0, help="measured throughput time per mode, all rounds")
-    parser.add_argument("--rounds", type=int, default=6, help="alternating throughput rounds per mode")
+    parser.add_argument("--seconds", type=float, default=40.0, help="measured throughput time per mode, all rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating throughput rounds per mode")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before each throughput round")
     parser.add_argument("--throughput-only", action="store_true", help="skip the many-sessions part")
     args = parser.parse_args()
