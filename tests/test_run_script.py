@@ -284,6 +284,10 @@ async def test_a_new_user_runs_the_product_without_a_cluster_and_manages_one_end
     SECRETS.add(secret)
     assert secret not in banner
     assert (script.state.stat().st_mode & 0o777) == 0o700
+    # The requestState key is made for the user, private, so the gateway does not warn of a key of its own.
+    key = script.state / "request-state.key"
+    assert (key.stat().st_mode & 0o777) == 0o600 and len(key.read_bytes().strip()) >= 32
+    SECRETS.add(key.read_text().strip())
 
     async with httpx2.AsyncClient(timeout=30.0) as http:
         anonymous = await http.post(script.mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
@@ -327,6 +331,7 @@ async def test_a_new_user_runs_the_product_without_a_cluster_and_manages_one_end
     code = script.stop(signal.SIGTERM)
     assert_clean_exit(script, code, 143)
     assert not (script.state / "sandbox-kubeconfig").exists()
+    assert "request_state_key_ephemeral" not in script.out_path.read_text()
     leaked = [c for c in script.watch.cmdlines if secret in c or token in c]
     assert not leaked, f"a secret or token was in a process's arguments: {[c[:80] for c in leaked]}"
     assert any("devkube" in c for c in script.watch.started), "the sandbox never started"
