@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,7 @@ from tests.fixtures.gateway import HeaderAuthenticator, McpHttp, as_user, messag
 
 UPSTREAM = (sys.executable, "-m", "tests.stdio_server")
 WAIT = 60.0
+EXITS = "mcp_gateway_pool_process_exits_total"
 EVERY_CAPABILITY = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
 
 
@@ -78,6 +79,14 @@ async def client_answer(client: McpHttp, msg_id: Any, result: dict[str, Any]) ->
     body = {"jsonrpc": "2.0", "id": msg_id, "result": result}
     async with client.http.post(client.url, json=body, headers=client.headers()) as response:
         assert response.status == 202, await response.text()
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (up to WAIT seconds) until `condition()` holds."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -233,10 +242,7 @@ async def test_a_cancelled_request_retires_its_process(pool2: TestServer, http: 
     with pytest.raises(AssertionError, match="no response"):
         await asyncio.wait_for(call, WAIT)
     # The process that had the cancelled call serves nobody else; the next call goes to another one.
-    deadline = time.monotonic() + WAIT
-    while sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"}) == before:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await until(lambda: sample(EXITS, {"reason": "abandoned"}) > before, "the process was not retired")
     second = (await client.call_tool("whoami"))["result"]["content"][0]["text"]
     assert second != first
 
@@ -314,10 +320,7 @@ async def test_the_pool_grows_under_load_and_shrinks_to_pool_min_when_idle(http:
         before = sample("mcp_gateway_pool_process_exits_total", {"reason": "idle"})
         # Three calls at once: two wait, so the pool starts two more processes for them.
         calls = asyncio.gather(*(c.call_tool("slow", {"ms": 3000}) for c in clients))
-        deadline = time.monotonic() + WAIT
-        while sample("mcp_gateway_pool_processes") < 3:
-            assert time.monotonic() < deadline, "the pool did not grow"
-            await asyncio.sleep(0.05)
+        await until(lambda: sample("mcp_gateway_pool_processes") == 3, "the pool did not grow")
         await asyncio.wait_for(calls, WAIT)
         # One session keeps calling at a low rate: it is served by the oldest process; the other two go idle.
         deadline = time.monotonic() + WAIT
@@ -346,10 +349,7 @@ async def test_ending_a_session_mid_call_retires_its_process_once(
     for call in calls:
         answer = await asyncio.wait_for(call, WAIT)
         assert answer["error"]["message"]
-    deadline = time.monotonic() + WAIT
-    while sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"}) == before:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await until(lambda: sample(EXITS, {"reason": "abandoned"}) > before, "the process was not retired")
     await asyncio.sleep(0.2)
     # Two requests were abandoned on one process: it is stopped, and counted, once.
     assert sample("mcp_gateway_pool_process_exits_total", {"reason": "abandoned"}) == before + 1
