@@ -60,7 +60,6 @@ WARM_POOL_SIZE = Gauge("mcp_gateway_warm_pool_size", "Pre-started upstream proce
 
 # Pool mode (UPSTREAM_MODE=pool). `partition` is `session` for the processes that serve MCP sessions and `stateless`
 # for those that serve MCP 2026-07-28 requests (gateway/stateless.py); the two never share a process.
-PARTITIONS = ("session", "stateless")
 POOL_QUEUE_WAIT = Histogram(
     "mcp_gateway_pool_queue_wait_seconds",
     "Time a request waited for a free pool process (requests that found one at once are not observed).",

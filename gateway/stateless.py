@@ -433,9 +433,15 @@ class StatelessService:
     ) -> web.StreamResponse:
         assert self.pool is not None
         method = str(message["method"])
-        lines: asyncio.Queue[bytes] = asyncio.Queue()
+        envelopes: asyncio.Queue[Envelope | None] = asyncio.Queue()
+
+        def on_line(line: bytes, envelope: Envelope | None = None, /) -> None:
+            # The pool hands over the envelope it read to route the line; the gateway's own answers (a busy or
+            # failed process) come without one and are read here.
+            envelopes.put_nowait(envelope if envelope is not None else read_envelope(line))
+
         lease = self.pool.lease()
-        lease.start(lambda line, envelope=None, /: lines.put_nowait(line), lambda _: None)
+        lease.start(on_line, lambda _: None)
         started = time.perf_counter()
         tool, args = tool_call_facts(message) if method == "tools/call" else ("", [])
         response: web.StreamResponse | None = None
@@ -444,15 +450,15 @@ class StatelessService:
             lease.forward([message], None)
             while True:
                 try:
-                    line = await asyncio.wait_for(lines.get(), KEEPALIVE_SECONDS)
+                    envelope = await asyncio.wait_for(envelopes.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
                     # A slow answer: commit to a stream so proxies see traffic while the upstream works.
                     response = response or await _open_stream(request)
                     await response.write(b": keepalive\n\n")
                     continue
-                envelope = read_envelope(line)
                 if envelope is None or (envelope.method is not None and envelope.id is not None):
                     continue  # a server-to-client request: this version has none
+                line = envelope.line
                 if envelope.method is not None:
                     if envelope.method == TOOLS_CHANGED:
                         self.tool_schemas.forget()
